@@ -1,0 +1,113 @@
+//! Applies [`MapOp`]s through the Xen boundary, keeping an exact record of what Xen has
+//! mapped: only successful operations change it, so the record never lies.
+
+use super::plan::{diff, MapOp, MmioRun, Plan};
+use crate::xen::{DomId, IoRange, IoservId, Xen, XenError};
+
+/// Hypercall counters for the console and the budgets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapStats {
+    pub memory_mapping_calls: u64,
+    pub ioport_mapping_calls: u64,
+    pub trap_calls: u64,
+    pub failures: u64,
+}
+
+pub struct Mapper {
+    domid: DomId,
+    server: IoservId,
+    current: Plan,
+    pub stats: MapStats,
+}
+
+impl Mapper {
+    pub fn new(domid: DomId, server: IoservId) -> Self {
+        Mapper { domid, server, current: Plan::default(), stats: MapStats::default() }
+    }
+
+    pub fn current(&self) -> &Plan {
+        &self.current
+    }
+
+    /// `XEN_DOMCTL_memory_mapping`, continuing partial progress. On an add failure the
+    /// part already added is removed again, so nothing half-mapped is left behind.
+    fn memory_mapping(&mut self, xen: &mut dyn Xen, r: MmioRun, add: bool) -> Result<(), XenError> {
+        let mut done = 0;
+        while done < r.nr {
+            self.stats.memory_mapping_calls += 1;
+            match xen.memory_mapping(self.domid, r.gfn + done, r.mfn + done, r.nr - done, add) {
+                Ok(n) if n > 0 => done += n,
+                Ok(_) => return Err(XenError::new("memory_mapping", self.domid, crate::xen::Errno::EINVAL)),
+                Err(e) => {
+                    self.stats.failures += 1;
+                    if add && done > 0 {
+                        let _ = self.memory_mapping(xen, MmioRun { nr: done, ..r }, false);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Move Xen to `want`. Returns the errors met; what failed is left unmapped (and
+    /// recorded as such) and everything else is still applied.
+    pub fn apply(&mut self, xen: &mut dyn Xen, want: &Plan) -> Vec<XenError> {
+        let mut errors = Vec::new();
+        for op in diff(&self.current, want) {
+            let res = match op {
+                MapOp::UnmapMmio(r) => {
+                    self.memory_mapping(xen, r, false).map(|_| remove_mmio(&mut self.current.mmio, r))
+                }
+                MapOp::MapMmio(r) => self.memory_mapping(xen, r, true).map(|_| self.current.mmio.push(r)),
+                MapOp::UnmapPio(p) => {
+                    self.stats.ioport_mapping_calls += 1;
+                    xen.ioport_mapping(self.domid, p.gport, p.mport, p.nr, false)
+                        .map(|_| self.current.pio.retain(|x| *x != p))
+                }
+                MapOp::MapPio(p) => {
+                    self.stats.ioport_mapping_calls += 1;
+                    xen.ioport_mapping(self.domid, p.gport, p.mport, p.nr, true).map(|_| self.current.pio.push(p))
+                }
+                MapOp::Untrap(t) => {
+                    self.stats.trap_calls += 1;
+                    xen.unmap_io_range(self.domid, self.server, IoRange::memory(t.start, t.len))
+                        .map(|_| self.current.traps.retain(|x| *x != t))
+                }
+                MapOp::Trap(t) => {
+                    self.stats.trap_calls += 1;
+                    xen.map_io_range(self.domid, self.server, IoRange::memory(t.start, t.len))
+                        .map(|_| self.current.traps.push(t))
+                }
+            };
+            if let Err(e) = res {
+                self.stats.failures += 1;
+                errors.push(e);
+            }
+        }
+        self.current.mmio.sort();
+        self.current.pio.sort();
+        self.current.traps.sort();
+        errors
+    }
+}
+
+/// Remove the frames of `r` from a run list (splitting runs as needed).
+fn remove_mmio(runs: &mut Vec<MmioRun>, r: MmioRun) {
+    let mut out = Vec::new();
+    for x in runs.drain(..) {
+        let (s, e) = (x.gfn, x.gfn + x.nr);
+        let (rs, re) = (r.gfn, r.gfn + r.nr);
+        if re <= s || rs >= e {
+            out.push(x);
+            continue;
+        }
+        if s < rs {
+            out.push(MmioRun { gfn: s, mfn: x.mfn, nr: rs - s });
+        }
+        if re < e {
+            out.push(MmioRun { gfn: re, mfn: x.mfn + (re - s), nr: e - re });
+        }
+    }
+    *runs = out;
+}

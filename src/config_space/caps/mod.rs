@@ -1,0 +1,130 @@
+//! Capabilities: the host chain is walked once at start-up (with loop and bounds
+//! protection), each capability xenpt knows gets its policy from its own file, and the
+//! chain the guest sees is built from the list of exposed capabilities.
+
+pub mod msix;
+pub mod pcie;
+pub mod pm;
+
+use super::{ConfigSpace, Reg};
+use crate::pci::*;
+use crate::Profile;
+
+/// A capability found on the host, and what the guest gets of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CapInfo {
+    pub id: u8,
+    pub offset: u16,
+    pub len: u16,
+    /// None if exposed; else why it is hidden.
+    pub hidden: Option<&'static str>,
+}
+
+/// What the capability walk found, for the device logic and the console.
+#[derive(Clone, Debug, Default)]
+pub struct CapLayout {
+    pub caps: Vec<CapInfo>,
+    pub msix: Option<msix::MsixLayout>,
+    /// Problems with the host chain (loops, pointers into the header), for the start-up log.
+    pub warnings: Vec<String>,
+}
+
+impl CapLayout {
+    pub fn first_exposed(&self) -> u8 {
+        self.caps.iter().find(|c| c.hidden.is_none()).map(|c| c.offset as u8).unwrap_or(0)
+    }
+}
+
+pub fn name(id: u8) -> &'static str {
+    match id {
+        CAP_ID_PM => "Power Management",
+        0x02 => "AGP",
+        CAP_ID_VPD => "Vital Product Data",
+        0x04 => "Slot ID",
+        CAP_ID_MSI => "MSI",
+        0x07 => "PCI-X",
+        CAP_ID_VENDOR => "Vendor Specific",
+        0x0c => "Hot-plug",
+        0x0d => "Subsystem ID",
+        CAP_ID_EXP => "PCI Express",
+        CAP_ID_MSIX => "MSI-X",
+        0x12 => "SATA",
+        0x13 => "Advanced Features",
+        _ => "unknown",
+    }
+}
+
+/// Walk the host's capability list in `host_cfg` (at least 256 bytes).
+pub fn walk(host_cfg: &[u8]) -> (Vec<(u8, u16)>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut warnings = Vec::new();
+    let status = u16::from_le_bytes([host_cfg[STATUS_OFFSET as usize], host_cfg[STATUS_OFFSET as usize + 1]]);
+    if status & STATUS_CAP_LIST_BIT == 0 {
+        return (out, warnings);
+    }
+    let mut ptr = host_cfg[CAP_PTR_OFFSET as usize] & 0xfc;
+    let mut seen = [false; 64];
+    while ptr != 0 {
+        if ptr < 0x40 {
+            warnings.push(format!("capability pointer {ptr:#x} points into the header; chain cut"));
+            break;
+        }
+        if seen[ptr as usize / 4] {
+            warnings.push(format!("capability chain loops at {ptr:#x}; chain cut"));
+            break;
+        }
+        seen[ptr as usize / 4] = true;
+        out.push((host_cfg[ptr as usize], ptr as u16));
+        ptr = host_cfg[ptr as usize + 1] & 0xfc;
+    }
+    (out, warnings)
+}
+
+/// Decide and define every capability's policy; link the exposed chain.
+pub fn build(cfg: &mut ConfigSpace, host_cfg: &[u8], profile: Profile) -> CapLayout {
+    let (found, warnings) = walk(host_cfg);
+    let mut layout = CapLayout { warnings, ..Default::default() };
+    // Bytes of 0x40..0xff that belong to no capability keep the default policy: read
+    // from the host, writes dropped as unknown.
+    let offsets: Vec<u16> = found.iter().map(|&(_, o)| o).collect();
+    for &(id, off) in &found {
+        // A capability never extends past the next one or the end of config space.
+        let room = offsets.iter().copied().filter(|&o| o > off).min().unwrap_or(0x100) - off;
+        let (len, hidden) = match id {
+            CAP_ID_PM => (pm::LEN.min(room), None),
+            CAP_ID_MSIX => match msix::layout(host_cfg, off) {
+                Some(l) if room >= msix::LEN => {
+                    layout.msix = Some(l);
+                    (msix::LEN, None)
+                }
+                _ => (2, Some("MSI-X capability is malformed")),
+            },
+            CAP_ID_EXP => match pcie::len(host_cfg, off) {
+                Some(l) if l <= room => (l, None),
+                Some(_) => (2, Some("PCI Express capability overlaps the next capability")),
+                None => (2, Some("PCI Express root ports, switches and bridges cannot be passed through")),
+            },
+            CAP_ID_MSI => (2, Some("MSI is not offered yet; the guest uses MSI-X")),
+            _ => (2, Some("not emulated")),
+        };
+        layout.caps.push(CapInfo { id, offset: off, len, hidden });
+    }
+    let _ = profile;
+    for c in &layout.caps {
+        match (c.hidden, c.id) {
+            (Some(_), _) => cfg.hide(c.offset, c.len),
+            (None, CAP_ID_PM) => pm::define(cfg, host_cfg, c.offset),
+            (None, CAP_ID_MSIX) => msix::define(cfg, host_cfg, c.offset),
+            (None, CAP_ID_EXP) => pcie::define(cfg, host_cfg, c.offset, c.len),
+            (None, _) => cfg.hide(c.offset, c.len),
+        }
+    }
+    // Link the exposed chain: each exposed capability's next pointer is emulated.
+    let exposed: Vec<u16> = layout.caps.iter().filter(|c| c.hidden.is_none()).map(|c| c.offset).collect();
+    for (i, &off) in exposed.iter().enumerate() {
+        let next = exposed.get(i + 1).copied().unwrap_or(0);
+        cfg.define(off, 1, Reg::constant(host_cfg[off as usize] as u32));
+        cfg.define(off + 1, 1, Reg::constant(next as u32));
+    }
+    layout
+}

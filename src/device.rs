@@ -1,0 +1,376 @@
+//! The passthrough device model: the guest-visible config space, BAR mappings, MSI-X and
+//! pirqs of one host function in one guest. Config-space and MSI-X logic produce effects
+//! (plans, [`MsixEffect`]s); this module applies them through the Xen boundary.
+
+use crate::bars::mapper::Mapper;
+use crate::bars::plan::Plan;
+use crate::bars::BarState;
+use crate::config_space::caps::msix::{MsixLayout, CONTROL_ENABLE_BIT, CONTROL_MASKALL_BIT};
+use crate::config_space::caps::{self, CapLayout};
+use crate::config_space::header::{self, HeaderInputs};
+use crate::config_space::{ConfigSpace, Hook, Touched};
+use crate::host::{BarKind, HostDevice, HostError, HostResources};
+use crate::ioreq::{IoHandler, Request};
+use crate::log::RateLimit;
+use crate::msi::msix::{Msix, MsixEffect};
+use crate::pci::*;
+use crate::pirq::PirqTable;
+use crate::xen::{DomId, IoservId, Xen, XenError};
+use crate::{guest_warn, Profile};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("{sbdf}: header type {header:#04x} is not a type-0 function; bridges and ports cannot be passed through")]
+    NotEndpoint { sbdf: Sbdf, header: u8 },
+    #[error(
+        "{sbdf}: BAR{bar} at {base:#x} is not page aligned; the guest could reach another device's registers. \
+         Boot dom0 with pci=resource_alignment={sbdf} (or reassign the BAR) and try again"
+    )]
+    UnalignedBar { sbdf: Sbdf, bar: u8, base: u64 },
+}
+
+#[derive(Clone, Debug)]
+pub struct DeviceOptions {
+    pub domid: DomId,
+    /// Where the guest sees the function (bus 0).
+    pub guest_sbdf: Sbdf,
+    pub profile: Profile,
+    pub permissive: bool,
+}
+
+/// Counters for the console, tests and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceStats {
+    pub msix_table_reads: u64,
+    pub msix_table_writes: u64,
+    pub dropped_mmio_writes: u64,
+    pub bad_mmio: u64,
+    pub map_errors: u64,
+    pub bind_errors: u64,
+}
+
+pub struct DeviceModel {
+    pub opts: DeviceOptions,
+    host: Box<dyn HostDevice>,
+    host_sbdf: Sbdf,
+    pub resources: HostResources,
+    pub cfg: ConfigSpace,
+    pub caps: CapLayout,
+    pub bars: BarState,
+    pub mapper: Mapper,
+    pub msix: Option<Msix>,
+    pub pirqs: PirqTable,
+    /// Guest address of the MSI-X table the pirqs were bound with.
+    bound_gtable: u64,
+    log: RateLimit,
+    pub stats: DeviceStats,
+}
+
+fn le16(c: &[u8], o: u16) -> u16 {
+    u16::from_le_bytes([c[o as usize], c[o as usize + 1]])
+}
+
+impl DeviceModel {
+    /// Build the guest view from the host function. `server` is xenpt's ioreq server, with
+    /// which the MSI-X table pages get registered.
+    pub fn new(host: Box<dyn HostDevice>, server: IoservId, opts: DeviceOptions) -> Result<Self, DeviceError> {
+        let sbdf = host.sbdf();
+        let ids = host.ids()?;
+        let resources = host.resources()?;
+        let size = host.config_size().min(EXT_CONFIG_SPACE_SIZE);
+        let mut host_cfg = vec![0u8; size.max(CONFIG_SPACE_SIZE)];
+        for off in (0..size).step_by(4) {
+            let v = host.config_read(off as u16, 4)?;
+            host_cfg[off..off + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        let header_type = host_cfg[HEADER_TYPE_OFFSET as usize] & 0x7f;
+        if header_type != 0 {
+            return Err(DeviceError::NotEndpoint { sbdf, header: host_cfg[HEADER_TYPE_OFFSET as usize] });
+        }
+        for b in resources.bars.iter().flatten() {
+            if b.kind != BarKind::Io && b.base % PAGE_SIZE != 0 {
+                return Err(DeviceError::UnalignedBar { sbdf, bar: b.index, base: b.base });
+            }
+        }
+        let mut cfg = ConfigSpace::new(sbdf, size.max(CONFIG_SPACE_SIZE));
+        cfg.set_permissive(opts.permissive);
+        let mut caps = caps::build(&mut cfg, &host_cfg, opts.profile);
+        // An MSI-X table must sit inside a memory BAR that exists and is large enough.
+        if let Some(m) = caps.msix {
+            let fits = |bar: u8, off: u64, len: u64| {
+                resources
+                    .bars
+                    .get(bar as usize)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|b| b.kind != BarKind::Io && off + len <= b.size)
+            };
+            if !fits(m.table_bar, m.table_offset, m.table_len()) || !fits(m.pba_bar, m.pba_offset, m.pba_len()) {
+                caps.msix = None;
+                if let Some(c) = caps.caps.iter_mut().find(|c| c.offset == m.cap_offset) {
+                    c.hidden = Some("MSI-X table or PBA lies outside its BAR");
+                }
+                cfg.hide(m.cap_offset, 2);
+                caps.warnings.push(format!("{sbdf}: MSI-X table/PBA outside BAR; MSI-X hidden"));
+            }
+        }
+        let inputs = HeaderInputs {
+            host_cfg: &host_cfg,
+            ids,
+            resources: &resources,
+            host_has_irq: host.irq().is_some(),
+            profile: opts.profile,
+            multifunction: false,
+            first_cap: caps.first_exposed(),
+        };
+        header::build(&mut cfg, &inputs);
+        if cfg.size() > CONFIG_SPACE_SIZE {
+            // Extended capabilities are not offered yet: the header at 0x100 reads 0.
+            cfg.hide(0x100, (cfg.size() - CONFIG_SPACE_SIZE) as u16);
+        }
+        for w in &caps.warnings {
+            tracing::warn!(device = %sbdf, "{w}");
+        }
+        let msix = caps.msix.map(Msix::new);
+        let mut dm = DeviceModel {
+            host_sbdf: sbdf,
+            pirqs: PirqTable::new(opts.domid, sbdf),
+            mapper: Mapper::new(opts.domid, server),
+            bars: BarState::new(&resources),
+            opts,
+            host,
+            resources,
+            cfg,
+            caps,
+            msix,
+            bound_gtable: 0,
+            log: RateLimit::guest(),
+            stats: DeviceStats::default(),
+        };
+        dm.prepare_host(&host_cfg)?;
+        Ok(dm)
+    }
+
+    /// Put the host function in the state xenpt maintains: decode on for every
+    /// implemented BAR (XSA-126; the guest only toggles virtual bits), INTx disabled
+    /// while no INTx is bound, MSI and MSI-X off until the guest enables them.
+    fn prepare_host(&mut self, host_cfg: &[u8]) -> Result<(), HostError> {
+        let cmd = le16(host_cfg, COMMAND_OFFSET);
+        let mut want = cmd | COMMAND_INTX_DISABLE_BIT;
+        if self.resources.bars.iter().flatten().any(|b| b.kind == BarKind::Io) {
+            want |= COMMAND_IO_BIT;
+        }
+        if self.resources.bars.iter().flatten().any(|b| b.kind != BarKind::Io) {
+            want |= COMMAND_MEMORY_BIT;
+        }
+        if want != cmd {
+            self.host.config_write(COMMAND_OFFSET, 2, want as u32)?;
+        }
+        if let Some(m) = self.caps.msix {
+            let ctrl = le16(host_cfg, m.cap_offset + 2);
+            if ctrl & (CONTROL_ENABLE_BIT | CONTROL_MASKALL_BIT) != 0 {
+                self.host.config_write(m.cap_offset + 2, 2, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn host(&self) -> &dyn HostDevice {
+        &*self.host
+    }
+
+    pub fn host_sbdf(&self) -> Sbdf {
+        self.host_sbdf
+    }
+
+    pub fn config_read(&mut self, reg: u32, size: u32) -> u32 {
+        self.cfg.read(&*self.host, reg, size)
+    }
+
+    pub fn config_write(&mut self, xen: &mut dyn Xen, reg: u32, size: u32, value: u32) {
+        if let Some(t) = self.cfg.write(&*self.host, reg, size, value) {
+            self.on_touched(xen, t);
+        }
+    }
+
+    fn command(&self) -> u16 {
+        self.cfg.emulated(COMMAND_OFFSET, 2) as u16
+    }
+
+    fn on_touched(&mut self, xen: &mut dyn Xen, t: Touched) {
+        match t.hook {
+            Hook::Command => {
+                let decode = (COMMAND_IO_BIT | COMMAND_MEMORY_BIT) as u32;
+                if (t.old ^ t.new) & decode != 0 {
+                    self.bars.commit_all(&self.cfg);
+                    self.sync_bars(xen);
+                }
+            }
+            Hook::Bar(i) => {
+                if self.bars.on_bar_write(&self.cfg, i) {
+                    self.sync_bars(xen);
+                }
+            }
+            Hook::Rom => {
+                let moved = self.bars.on_rom_write(&self.cfg);
+                if moved || (t.old ^ t.new) & ROM_ENABLE_BIT != 0 {
+                    self.sync_bars(xen);
+                }
+            }
+            Hook::MsixControl => {
+                if (t.old ^ t.new) >> 16 != 0 {
+                    if let Some(m) = self.msix.as_mut() {
+                        let fx = m.control_write((t.new >> 16) as u16);
+                        self.apply_msix(xen, fx);
+                    }
+                }
+            }
+            Hook::PmCsr => {
+                if (t.old ^ t.new) & 3 != 0 {
+                    tracing::debug!(device = %self.host_sbdf, "guest power state D{} (virtual)", t.new & 3);
+                }
+            }
+        }
+    }
+
+    fn msix_layout(&self) -> Option<MsixLayout> {
+        self.msix.as_ref().map(|m| m.layout)
+    }
+
+    /// Make Xen's mappings match the guest's committed BARs and decode bits, then keep
+    /// Xen's MSI-X table address in step with where the guest put the table.
+    fn sync_bars(&mut self, xen: &mut dyn Xen) {
+        let cmd = self.command();
+        let rom_on = self.cfg.emulated(ROM_BAR_OFFSET, 4) & ROM_ENABLE_BIT != 0;
+        let layout = self.msix_layout();
+        let plan = self.bars.plan(cmd & COMMAND_MEMORY_BIT != 0, cmd & COMMAND_IO_BIT != 0, rom_on, layout.as_ref());
+        for e in self.mapper.apply(xen, &plan) {
+            self.stats.map_errors += 1;
+            tracing::error!(device = %self.host_sbdf, domid = self.opts.domid, "BAR mapping failed: {e}");
+        }
+        if let Some(m) = layout {
+            let gtable = self.bars.msix_table_gaddr(cmd & COMMAND_MEMORY_BIT != 0, &m);
+            if let Some(g) = gtable {
+                if g != self.bound_gtable && self.pirqs.iter().any(|(_, s)| s.bound.is_some()) {
+                    for e in self.pirqs.rebind_gtable(xen, g) {
+                        self.stats.bind_errors += 1;
+                        tracing::error!(device = %self.host_sbdf, "re-binding MSI-X after the table moved failed: {e}");
+                    }
+                    self.bound_gtable = g;
+                }
+            }
+        }
+    }
+
+    fn apply_msix(&mut self, xen: &mut dyn Xen, fx: Vec<MsixEffect>) {
+        let Some(layout) = self.msix_layout() else { return };
+        let table_base = self.resources.bars[layout.table_bar as usize].map(|b| b.base).unwrap_or(0);
+        let gtable = self.bars.msix_table_gaddr(self.command() & COMMAND_MEMORY_BIT != 0, &layout).unwrap_or(0);
+        for f in fx {
+            match f {
+                MsixEffect::Bind { entry, msg, masked } => {
+                    match self.pirqs.bind_msix(xen, entry, table_base, msg, masked, gtable) {
+                        Ok(_) => self.bound_gtable = gtable,
+                        Err(e) => {
+                            self.stats.bind_errors += 1;
+                            if let Some(m) = self.msix.as_mut() {
+                                m.bind_failed(entry);
+                            }
+                            guest_warn!(self.log, device = %self.host_sbdf, domid = self.opts.domid, "MSI-X entry {entry}: {e}");
+                        }
+                    }
+                }
+                MsixEffect::ReleaseAll => {
+                    for e in self.pirqs.release_all(xen) {
+                        tracing::error!(device = %self.host_sbdf, "releasing MSI-X vectors: {e}");
+                    }
+                }
+                MsixEffect::HostControl { enable, maskall } => {
+                    let v = if enable { CONTROL_ENABLE_BIT } else { 0 } | if maskall { CONTROL_MASKALL_BIT } else { 0 };
+                    if let Err(e) = self.host.config_write(layout.cap_offset + 2, 2, v as u32) {
+                        tracing::error!(device = %self.host_sbdf, "setting host MSI-X control: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A guest read of a trapped MMIO range (MSI-X table, PBA, neighbouring registers).
+    pub fn mmio_read(&mut self, addr: u64, size: u32) -> u64 {
+        let ones = if size >= 8 { !0 } else { (1u64 << (size * 8)) - 1 };
+        let Some((bar, off)) = self.bars.locate(addr) else {
+            self.stats.bad_mmio += 1;
+            return ones;
+        };
+        if let Some(m) = self.msix.as_mut() {
+            let l = m.layout;
+            if bar == l.table_bar && off >= l.table_offset && off < l.table_offset + l.table_len() {
+                self.stats.msix_table_reads += 1;
+                return m.table_read(off - l.table_offset, size).unwrap_or(ones);
+            }
+        }
+        // PBA and other registers on the trapped pages come from the device.
+        match self.host.bar_read(bar, off, size as u8) {
+            Ok(v) => v & ones,
+            Err(e) => {
+                self.stats.bad_mmio += 1;
+                guest_warn!(self.log, device = %self.host_sbdf, "read of BAR{bar}+{off:#x}: {e}");
+                ones
+            }
+        }
+    }
+
+    /// A guest write of a trapped MMIO range.
+    pub fn mmio_write(&mut self, xen: &mut dyn Xen, addr: u64, size: u32, value: u64) {
+        let located = self.bars.locate(addr);
+        if let (Some((bar, off)), Some(m)) = (located, self.msix.as_mut()) {
+            let l = m.layout;
+            if bar == l.table_bar && off >= l.table_offset && off < l.table_offset + l.table_len() {
+                self.stats.msix_table_writes += 1;
+                match m.table_write(off - l.table_offset, size, value) {
+                    Some(fx) => self.apply_msix(xen, fx),
+                    None => {
+                        self.stats.bad_mmio += 1;
+                        guest_warn!(self.log, device = %self.host_sbdf, "malformed MSI-X table write at +{off:#x} size {size} dropped");
+                    }
+                }
+                return;
+            }
+        }
+        self.stats.dropped_mmio_writes += 1;
+        guest_warn!(self.log, device = %self.host_sbdf, "write to trapped MMIO {addr:#x} outside the MSI-X table dropped");
+    }
+
+    /// Ordered teardown: unbind and unmap every pirq, turn host MSI-X off, unmap every BAR
+    /// and trapped range. Continues past errors and returns them.
+    pub fn teardown(&mut self, xen: &mut dyn Xen) -> Vec<XenError> {
+        let mut errors = self.pirqs.release_all(xen);
+        if let Some(m) = self.msix_layout() {
+            let _ = self.host.config_write(m.cap_offset + 2, 2, 0);
+        }
+        errors.extend(self.mapper.apply(xen, &Plan::default()));
+        errors
+    }
+}
+
+impl IoHandler for DeviceModel {
+    fn handle(&mut self, xen: &mut dyn Xen, req: Request) -> u64 {
+        match req {
+            Request::PciConfig { sbdf, reg, size, write } if sbdf == self.opts.guest_sbdf => match write {
+                None => self.config_read(reg, size) as u64,
+                Some(v) => {
+                    self.config_write(xen, reg, size, v);
+                    0
+                }
+            },
+            Request::Mmio { addr, size, write: None } => self.mmio_read(addr, size),
+            Request::Mmio { addr, size, write: Some(v) } => {
+                self.mmio_write(xen, addr, size, v);
+                0
+            }
+            _ => !0,
+        }
+    }
+}

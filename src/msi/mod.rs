@@ -1,0 +1,72 @@
+//! Guest interrupt programming: MSI messages, gflags, and the MSI-X table state machine.
+
+pub mod msix;
+
+use crate::xen::gflags;
+
+/// An MSI message as the guest wrote it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MsiMessage {
+    pub addr: u64,
+    pub data: u32,
+}
+
+impl MsiMessage {
+    /// The guest vector (data[7:0]).
+    pub fn gvec(&self) -> u8 {
+        self.data as u8
+    }
+
+    /// True if the address is in the x86 interrupt window 0xFEExxxxx.
+    pub fn is_x86_interrupt(&self) -> bool {
+        self.addr >> 20 == 0xfee
+    }
+
+    /// XEN_DOMCTL_bind_pt_irq gflags for this message (destination ID, redirection hint,
+    /// destination mode, delivery mode, trigger mode, and UNMASKED to bind unmasked).
+    /// None for a message outside 0xFEExxxxx, which Xen cannot deliver.
+    pub fn gflags(&self, unmasked: bool) -> Option<u32> {
+        if !self.is_x86_interrupt() {
+            return None;
+        }
+        let a = self.addr as u32;
+        let d = self.data;
+        let mut g = (a >> 12) & gflags::DEST_ID_MASK;
+        g |= ((a >> 3) & 1) << 8;
+        g |= ((a >> 2) & 1) << 9;
+        g |= ((d >> 8) & 7) << 12;
+        g |= ((d >> 15) & 1) << 15;
+        if unmasked {
+            g |= gflags::UNMASKED;
+        }
+        Some(g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gflags_carry_each_field_to_its_bit() {
+        let m = |addr: u64, data: u32| MsiMessage { addr, data };
+        assert_eq!(m(0xfee0_0000, 0x30).gflags(false), Some(0));
+        assert_eq!(m(0xfee0_5000, 0x30).gflags(false), Some(5), "destination ID from addr[19:12]");
+        assert_eq!(m(0xfeef_f000, 0).gflags(false), Some(0xff));
+        assert_eq!(m(0xfee0_0008, 0).gflags(false), Some(gflags::RH_MASK), "redirection hint from addr[3]");
+        assert_eq!(m(0xfee0_0004, 0).gflags(false), Some(gflags::DM_MASK), "destination mode from addr[2]");
+        assert_eq!(m(0xfee0_0000, 0x100).gflags(false), Some(0x1000), "lowest priority delivery");
+        assert_eq!(m(0xfee0_0000, 0x700).gflags(false), Some(gflags::DELIV_MASK));
+        assert_eq!(m(0xfee0_0000, 0x8000).gflags(false), Some(gflags::TRIG_MASK), "level trigger from data[15]");
+        assert_eq!(m(0xfee0_0000, 0x4000).gflags(false), Some(0), "the level bit is not carried");
+        assert_eq!(m(0xfee0_0000, 0).gflags(true), Some(gflags::UNMASKED));
+        assert_eq!(m(0xfee0_0000, 0x41).gvec(), 0x41);
+    }
+
+    #[test]
+    fn messages_outside_the_interrupt_window_are_refused() {
+        assert_eq!(MsiMessage { addr: 0xfed0_0000, data: 0x30 }.gflags(false), None);
+        assert_eq!(MsiMessage { addr: 0x1_fee0_0000, data: 0x30 }.gflags(false), None);
+        assert_eq!(MsiMessage { addr: 0, data: 0 }.gflags(true), None);
+    }
+}

@@ -1,0 +1,195 @@
+//! The pirq lifecycle: one owner for every pirq this process maps into the guest, with
+//! its state, and the ordered teardown (unbind, then unmap) that leaves nothing behind
+//! (the XSA-360/395 lessons). A pirq is never unmapped while bound, and a live vector is
+//! re-bound in place, never unmapped to be re-bound.
+
+use std::collections::BTreeMap;
+
+use crate::msi::MsiMessage;
+use crate::pci::Sbdf;
+use crate::xen::{gflags, DomId, PirqMap, PtIrq, Xen, XenError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PirqError {
+    #[error("MSI message address {addr:#x} is outside the x86 interrupt window 0xFEExxxxx; vector not bound")]
+    BadMessage { addr: u64 },
+    #[error(transparent)]
+    Xen(#[from] XenError),
+}
+
+/// Which interrupt source of the device a pirq serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Vector {
+    Msix(u16),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PirqState {
+    pub pirq: u32,
+    /// The binding Xen holds, if bound.
+    pub bound: Option<PtIrq>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PirqStats {
+    pub maps: u64,
+    pub unmaps: u64,
+    pub binds: u64,
+    pub unbinds: u64,
+    pub failures: u64,
+}
+
+pub struct PirqTable {
+    domid: DomId,
+    host: Sbdf,
+    vectors: BTreeMap<Vector, PirqState>,
+    pub stats: PirqStats,
+}
+
+impl PirqTable {
+    pub fn new(domid: DomId, host: Sbdf) -> Self {
+        PirqTable { domid, host, vectors: BTreeMap::new(), stats: PirqStats::default() }
+    }
+
+    pub fn get(&self, v: Vector) -> Option<&PirqState> {
+        self.vectors.get(&v)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Vector, &PirqState)> {
+        self.vectors.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.vectors.is_empty()
+    }
+
+    /// Map (if needed) and bind one MSI-X entry. `table_base` is the host BAR base from
+    /// sysfs (XSA-337). A failed bind of a freshly mapped pirq unmaps it again.
+    pub fn bind_msix(
+        &mut self,
+        xen: &mut dyn Xen,
+        entry: u16,
+        table_base: u64,
+        msg: MsiMessage,
+        masked: bool,
+        gtable: u64,
+    ) -> Result<u32, PirqError> {
+        let gf = msg.gflags(!masked).ok_or(PirqError::BadMessage { addr: msg.addr })?;
+        let v = Vector::Msix(entry);
+        let fresh = !self.vectors.contains_key(&v);
+        if fresh {
+            self.stats.maps += 1;
+            let m = xen
+                .map_pirq(self.domid, PirqMap::Msix { sbdf: self.host, entry, table_base, pirq: None })
+                .inspect_err(|_| self.stats.failures += 1)?;
+            self.vectors.insert(v, PirqState { pirq: m.pirq, bound: None });
+        }
+        let st = self.vectors[&v];
+        let bind = PtIrq::Msi { pirq: st.pirq, gvec: msg.gvec(), gflags: gf, gtable };
+        self.stats.binds += 1;
+        match xen.bind_pt_irq(self.domid, bind) {
+            Ok(()) => {
+                let stored = PtIrq::Msi { pirq: st.pirq, gvec: msg.gvec(), gflags: gf & !gflags::UNMASKED, gtable };
+                self.vectors.insert(v, PirqState { pirq: st.pirq, bound: Some(stored) });
+                Ok(st.pirq)
+            }
+            Err(e) => {
+                self.stats.failures += 1;
+                if fresh {
+                    self.stats.unmaps += 1;
+                    if xen.unmap_pirq(self.domid, st.pirq).is_ok() {
+                        self.vectors.remove(&v);
+                    }
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Unbind (if bound) and unmap one vector.
+    pub fn release(&mut self, xen: &mut dyn Xen, v: Vector) -> Result<(), XenError> {
+        let Some(st) = self.vectors.get(&v).copied() else { return Ok(()) };
+        if let Some(b) = st.bound {
+            self.stats.unbinds += 1;
+            xen.unbind_pt_irq(self.domid, b).inspect_err(|_| self.stats.failures += 1)?;
+            self.vectors.insert(v, PirqState { bound: None, ..st });
+        }
+        self.stats.unmaps += 1;
+        xen.unmap_pirq(self.domid, st.pirq).inspect_err(|_| self.stats.failures += 1)?;
+        self.vectors.remove(&v);
+        Ok(())
+    }
+
+    /// Unbind every bound vector, then unmap every pirq. Continues past errors and
+    /// returns them all: teardown must get as far as it can.
+    pub fn release_all(&mut self, xen: &mut dyn Xen) -> Vec<XenError> {
+        let mut errors = Vec::new();
+        let keys: Vec<Vector> = self.vectors.keys().copied().collect();
+        for &v in &keys {
+            let st = self.vectors[&v];
+            if let Some(b) = st.bound {
+                self.stats.unbinds += 1;
+                match xen.unbind_pt_irq(self.domid, b) {
+                    Ok(()) => {
+                        self.vectors.insert(v, PirqState { bound: None, ..st });
+                    }
+                    Err(e) => {
+                        self.stats.failures += 1;
+                        errors.push(e);
+                    }
+                }
+            }
+        }
+        for v in keys {
+            let st = self.vectors[&v];
+            if st.bound.is_some() {
+                continue; // never unmap a pirq Xen still has bound
+            }
+            self.stats.unmaps += 1;
+            match xen.unmap_pirq(self.domid, st.pirq) {
+                Ok(()) => {
+                    self.vectors.remove(&v);
+                }
+                Err(e) => {
+                    self.stats.failures += 1;
+                    errors.push(e);
+                }
+            }
+        }
+        errors
+    }
+
+    /// The guest moved the MSI-X table: Xen keeps the gtable of the first bind, so unbind
+    /// every bound vector and bind it again with the new table address. Pirqs stay mapped.
+    pub fn rebind_gtable(&mut self, xen: &mut dyn Xen, gtable: u64) -> Vec<XenError> {
+        let mut errors = Vec::new();
+        let bound: Vec<(Vector, PirqState, PtIrq)> =
+            self.vectors.iter().filter_map(|(&v, &st)| st.bound.map(|b| (v, st, b))).collect();
+        for &(v, st, b) in &bound {
+            self.stats.unbinds += 1;
+            match xen.unbind_pt_irq(self.domid, b) {
+                Ok(()) => {
+                    self.vectors.insert(v, PirqState { bound: None, ..st });
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        for (v, st, b) in bound {
+            let PtIrq::Msi { pirq, gvec, gflags: gf, .. } = b else { continue };
+            if self.vectors[&v].bound.is_some() {
+                continue;
+            }
+            // An unbound vector is guest-masked in Xen; the guest's unmask goes through
+            // Xen's msixtbl on the new table, so bind masked.
+            let nb = PtIrq::Msi { pirq, gvec, gflags: gf, gtable };
+            self.stats.binds += 1;
+            match xen.bind_pt_irq(self.domid, nb) {
+                Ok(()) => {
+                    self.vectors.insert(v, PirqState { bound: Some(nb), ..st });
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        errors
+    }
+}

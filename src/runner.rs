@@ -1,0 +1,85 @@
+//! Bring-up, serving and ordered teardown of one xenpt instance, independent of which
+//! Xen (simulated or real) and which host backend it runs on.
+
+use crate::device::{DeviceError, DeviceModel, DeviceOptions};
+use crate::host::HostDevice;
+use crate::ioreq::event_loop::{EventLoop, LoopError};
+use crate::ioreq::IoreqServer;
+use crate::xen::{abi::MAX_NR_IOREQ_SERVERS, Errno, GuestKind, IoRange, Xen, XenError};
+use crate::Profile;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("domain {domid} not found: {source}")]
+    NoDomain { domid: u16, source: XenError },
+    #[error("domain {domid} is a PV guest; xenpt serves HVM and PVH guests (PV guests use pcifront/pciback)")]
+    PvGuest { domid: u16 },
+    #[error("domain {domid} is {actual:?} but the {profile:?} profile was asked for; drop --profile to use the domain's own type")]
+    WrongProfile { domid: u16, actual: GuestKind, profile: Profile },
+    #[error("domain {domid} is dying")]
+    Dying { domid: u16 },
+    #[error(
+        "domain {domid} already has {max} ioreq servers (Xen's limit): a guest can have at most {} xenpt-served functions next to QEMU",
+        max - 1
+    )]
+    TooManyServers { domid: u16, max: usize },
+    #[error("creating the ioreq server for domain {domid}: {source}")]
+    Server { domid: u16, source: XenError },
+    #[error("{0}")]
+    Device(#[from] DeviceError),
+}
+
+/// A running instance: its ioreq server and device model.
+pub struct Instance {
+    pub server: IoreqServer,
+    pub device: DeviceModel,
+}
+
+/// Create the ioreq server, build the device model, claim the guest SBDF and enable the
+/// server. Anything created before a failure is destroyed again.
+pub fn start(xen: &mut dyn Xen, host: Box<dyn HostDevice>, opts: DeviceOptions) -> Result<Instance, StartError> {
+    let domid = opts.domid;
+    let info = xen.domain_info(domid).map_err(|source| StartError::NoDomain { domid, source })?;
+    if info.dying {
+        return Err(StartError::Dying { domid });
+    }
+    let expected = match opts.profile {
+        Profile::Hvm => GuestKind::Hvm,
+        Profile::Pvh => GuestKind::Pvh,
+    };
+    match info.kind {
+        GuestKind::Pv => return Err(StartError::PvGuest { domid }),
+        k if k != expected => return Err(StartError::WrongProfile { domid, actual: k, profile: opts.profile }),
+        _ => {}
+    }
+    let mut server = IoreqServer::create(xen, domid, info.vcpus).map_err(|source| match source.errno {
+        Errno::ENOSPC => StartError::TooManyServers { domid, max: MAX_NR_IOREQ_SERVERS },
+        _ => StartError::Server { domid, source },
+    })?;
+    let guest_sbdf = opts.guest_sbdf;
+    let device = match DeviceModel::new(host, server.id(), opts) {
+        Ok(d) => d,
+        Err(e) => {
+            server.destroy(xen);
+            return Err(e.into());
+        }
+    };
+    let enabled = server.map_range(xen, IoRange::pci(guest_sbdf)).and_then(|_| server.enable(xen));
+    if let Err(source) = enabled {
+        server.destroy(xen);
+        return Err(StartError::Server { domid, source });
+    }
+    Ok(Instance { server, device })
+}
+
+/// Serve until the event loop is stopped.
+pub fn serve(xen: &mut dyn Xen, inst: &mut Instance, ev: &mut EventLoop) -> Result<(), LoopError> {
+    ev.run(xen, &mut inst.server, &mut inst.device)
+}
+
+/// Ordered teardown: pirqs (unbind, unmap), BARs, then the ioreq server.
+pub fn shutdown(xen: &mut dyn Xen, inst: &mut Instance) -> Vec<XenError> {
+    let mut errors = inst.device.teardown(xen);
+    errors.extend(inst.server.destroy(xen));
+    errors
+}

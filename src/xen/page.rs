@@ -1,0 +1,171 @@
+//! A page of memory shared with the hypervisor (or with the simulator standing in for it):
+//! the ioreq page and the buffered ioreq ring. Every access is volatile or atomic, since
+//! the other side writes it concurrently.
+
+use std::alloc::{self, Layout};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::Arc;
+
+pub const PAGE_BYTES: usize = 4096;
+
+/// Who owns the memory behind a [`SharedPage`]; dropping the last handle releases it.
+///
+/// # Safety
+/// Implementors guarantee that `as_ptr()` points to `PAGE_BYTES` bytes, 4096-aligned,
+/// readable and writable, valid for as long as the backing lives, and that the address
+/// never changes.
+pub unsafe trait PageBacking: Send + Sync {
+    fn as_ptr(&self) -> NonNull<u8>;
+}
+
+/// A page from the heap: what the simulator shares between "Xen" and the device model.
+pub struct HeapPage(NonNull<u8>);
+
+const HEAP_LAYOUT: Layout = match Layout::from_size_align(PAGE_BYTES, PAGE_BYTES) {
+    Ok(l) => l,
+    Err(_) => panic!("page layout"),
+};
+
+impl HeapPage {
+    pub fn new() -> Self {
+        // SAFETY: HEAP_LAYOUT has non-zero size.
+        let p = unsafe { alloc::alloc_zeroed(HEAP_LAYOUT) };
+        match NonNull::new(p) {
+            Some(p) => HeapPage(p),
+            None => alloc::handle_alloc_error(HEAP_LAYOUT),
+        }
+    }
+}
+
+impl Default for HeapPage {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for HeapPage {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with HEAP_LAYOUT and freed exactly once, here.
+        unsafe { alloc::dealloc(self.0.as_ptr(), HEAP_LAYOUT) }
+    }
+}
+
+// SAFETY: the pointer is only used through volatile/atomic accesses in SharedPage.
+unsafe impl Send for HeapPage {}
+// SAFETY: as above; concurrent access is the whole point and is done atomically.
+unsafe impl Sync for HeapPage {}
+
+// SAFETY: alloc_zeroed with HEAP_LAYOUT gives PAGE_BYTES bytes, page aligned, owned by us
+// until drop.
+unsafe impl PageBacking for HeapPage {
+    fn as_ptr(&self) -> NonNull<u8> {
+        self.0
+    }
+}
+
+/// A cheaply clonable handle to a shared page. Offsets are bounds- and alignment-checked;
+/// a bad offset is a programming error in xenpt (never guest-controlled) and panics.
+#[derive(Clone)]
+pub struct SharedPage {
+    backing: Arc<dyn PageBacking>,
+    base: NonNull<u8>,
+}
+
+// SAFETY: the backing is Send + Sync and all accesses are atomic or volatile.
+unsafe impl Send for SharedPage {}
+// SAFETY: as above.
+unsafe impl Sync for SharedPage {}
+
+impl SharedPage {
+    pub fn new(backing: Arc<dyn PageBacking>) -> Self {
+        let base = backing.as_ptr();
+        SharedPage { backing, base }
+    }
+
+    pub fn heap() -> Self {
+        Self::new(Arc::new(HeapPage::new()))
+    }
+
+    /// True if both handles refer to the same memory.
+    pub fn same_page(&self, other: &SharedPage) -> bool {
+        Arc::ptr_eq(&self.backing, &other.backing)
+    }
+
+    fn at<T>(&self, offset: usize) -> *mut T {
+        let size = std::mem::size_of::<T>();
+        assert!(offset + size <= PAGE_BYTES && offset % size == 0, "shared page access at {offset:#x}");
+        // SAFETY: offset + size <= PAGE_BYTES, so the result stays inside the page.
+        unsafe { self.base.as_ptr().add(offset).cast() }
+    }
+
+    pub fn read_u64(&self, offset: usize) -> u64 {
+        // SAFETY: `at` checked bounds and natural alignment; the page outlives `self`.
+        unsafe { self.at::<u64>(offset).read_volatile() }
+    }
+
+    pub fn write_u64(&self, offset: usize, v: u64) {
+        // SAFETY: as in read_u64.
+        unsafe { self.at::<u64>(offset).write_volatile(v) }
+    }
+
+    pub fn read_u32(&self, offset: usize) -> u32 {
+        // SAFETY: as in read_u64.
+        unsafe { self.at::<u32>(offset).read_volatile() }
+    }
+
+    pub fn write_u32(&self, offset: usize, v: u32) {
+        // SAFETY: as in read_u64.
+        unsafe { self.at::<u32>(offset).write_volatile(v) }
+    }
+
+    pub fn read_u16(&self, offset: usize) -> u16 {
+        // SAFETY: as in read_u64.
+        unsafe { self.at::<u16>(offset).read_volatile() }
+    }
+
+    pub fn write_u16(&self, offset: usize, v: u16) {
+        // SAFETY: as in read_u64.
+        unsafe { self.at::<u16>(offset).write_volatile(v) }
+    }
+
+    pub fn atomic_u8(&self, offset: usize) -> &AtomicU8 {
+        // SAFETY: in bounds (checked by `at`), AtomicU8 has alignment 1, and the
+        // reference cannot outlive `self`, which keeps the page alive.
+        unsafe { &*self.at::<AtomicU8>(offset) }
+    }
+
+    pub fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
+        // SAFETY: in bounds and 4-aligned (checked by `at`); lifetime tied to `self`.
+        unsafe { &*self.at::<AtomicU32>(offset) }
+    }
+
+    /// Atomically add to a u32 (the buffered ring's read pointer).
+    pub fn fetch_add_u32(&self, offset: usize, v: u32) -> u32 {
+        self.atomic_u32(offset).fetch_add(v, Ordering::AcqRel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_page_handles_see_each_others_writes() {
+        let a = SharedPage::heap();
+        let b = a.clone();
+        a.write_u64(8, 0x1122_3344_5566_7788);
+        assert_eq!(b.read_u64(8), 0x1122_3344_5566_7788);
+        assert_eq!(b.read_u32(12), 0x1122_3344);
+        b.atomic_u8(30).store(3, Ordering::Release);
+        assert_eq!(a.read_u16(30), 3);
+        assert!(a.same_page(&b));
+        assert!(!a.same_page(&SharedPage::heap()));
+    }
+
+    #[test]
+    #[should_panic(expected = "shared page access")]
+    fn out_of_page_access_is_refused() {
+        SharedPage::heap().read_u64(4096);
+    }
+}

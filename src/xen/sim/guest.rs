@@ -1,0 +1,427 @@
+//! A guest vCPU's view of the simulated machine: port I/O (with Xen's CF8 latch), MMIO,
+//! RAM and the local APIC. Accesses are routed the way Xen routes them: direct-mapped
+//! frames go straight to the device, Xen's internal MSI-X table intercept comes next,
+//! then ioreq servers by registered range (highest id wins), then the null handler.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use super::machine::{DeviceBus, DmaError, MachineDevice};
+use super::*;
+use crate::ioreq::slot::{Ioreq, Slot};
+
+/// How long a vCPU waits for a device model before the simulator calls it hung.
+pub const IOREQ_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuestError {
+    #[error("domain {0} has crashed: {1}")]
+    Crashed(DomId, String),
+    #[error("domain {0} does not exist")]
+    NoDomain(DomId),
+    #[error("vCPU {vcpu} of domain {domid} waited {secs}s for the device model to answer an ioreq")]
+    Timeout { domid: DomId, vcpu: u32, secs: u64 },
+    #[error("guest RAM access {gpa:#x}+{len:#x} is outside the domain's memory")]
+    BadRam { gpa: u64, len: usize },
+}
+
+pub type GuestResult<T> = Result<T, GuestError>;
+
+/// Where Xen sends one guest access.
+enum Route {
+    Direct { dev: Arc<dyn MachineDevice>, bar: u8, offset: u64 },
+    Server { page: SharedPage, port: EvtchnPort },
+    Null,
+}
+
+/// The device-side bus the simulator hands to a device while it handles an access.
+pub(crate) struct SimBus<'a> {
+    pub sim: &'a Sim,
+    pub sbdf: Sbdf,
+}
+
+impl SimBus<'_> {
+    fn owner(&self, s: &State) -> Option<DomId> {
+        s.domains.iter().find(|(_, d)| d.assigned.contains(&self.sbdf)).map(|(&id, _)| id)
+    }
+
+    fn ram_op(&self, gpa: u64, len: usize, f: impl FnOnce(&mut [u8])) -> Result<(), DmaError> {
+        let mut s = self.sim.lock();
+        let domid = self.owner(&s).ok_or(DmaError::NotAssigned(self.sbdf))?;
+        let d = s.domains.get_mut(&domid).ok_or(DmaError::NotAssigned(self.sbdf))?;
+        let start = gpa as usize;
+        match start.checked_add(len) {
+            Some(end) if end <= d.ram.len() => {
+                f(&mut d.ram[start..end]);
+                Ok(())
+            }
+            _ => Err(DmaError::IommuFault { sbdf: self.sbdf, gpa, len }),
+        }
+    }
+
+    fn signal(&self, matches: impl Fn(&PirqSource) -> bool, what: String) {
+        let mut s = self.sim.lock();
+        let Some(domid) = self.owner(&s) else {
+            s.dropped_irqs.push(format!("{}: {what} from an unassigned device", self.sbdf));
+            return;
+        };
+        let pirq = s.domains[&domid].pirqs.iter().find(|(_, p)| matches(&p.source)).map(|(&n, _)| n);
+        match pirq {
+            Some(p) => s.deliver_msi(domid, p, &self.sim.inner.cv),
+            None => s.dropped_irqs.push(format!("{}: {what} has no pirq", self.sbdf)),
+        }
+    }
+}
+
+impl DeviceBus for SimBus<'_> {
+    fn dma_read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), DmaError> {
+        self.ram_op(gpa, buf.len(), |ram| buf.copy_from_slice(ram))
+    }
+    fn dma_write(&self, gpa: u64, buf: &[u8]) -> Result<(), DmaError> {
+        self.ram_op(gpa, buf.len(), |ram| ram.copy_from_slice(buf))
+    }
+    fn signal_msix(&self, entry: u16) {
+        let sbdf = self.sbdf;
+        self.signal(|s| *s == PirqSource::Msix { sbdf, entry }, format!("MSI-X entry {entry}"));
+    }
+    fn signal_msi(&self, index: u32) {
+        let sbdf = self.sbdf;
+        self.signal(|s| *s == PirqSource::Msi { sbdf, index }, format!("MSI vector {index}"));
+    }
+}
+
+/// A guest's CPU-side view of the machine.
+#[derive(Clone)]
+pub struct SimGuest {
+    sim: Sim,
+    domid: DomId,
+}
+
+impl SimGuest {
+    pub(crate) fn new(sim: Sim, domid: DomId) -> Self {
+        SimGuest { sim, domid }
+    }
+
+    pub fn domid(&self) -> DomId {
+        self.domid
+    }
+
+    pub fn sim(&self) -> &Sim {
+        &self.sim
+    }
+
+    fn live<'a>(&self, s: &'a mut State) -> GuestResult<&'a mut Domain> {
+        let d = s.domains.get_mut(&self.domid).ok_or(GuestError::NoDomain(self.domid))?;
+        if let Some(why) = &d.crashed {
+            return Err(GuestError::Crashed(self.domid, why.clone()));
+        }
+        Ok(d)
+    }
+
+    fn server_route(d: &Domain, kind: IoRangeKind, addr: u64, vcpu: u32) -> Route {
+        for sv in d.servers.values().rev() {
+            if sv.enabled && sv.ranges.iter().any(|r| r.contains(kind, addr)) {
+                if let Some((page, _)) = &sv.pages {
+                    return Route::Server { page: page.clone(), port: sv.vcpu_ports[vcpu as usize] };
+                }
+            }
+        }
+        Route::Null
+    }
+
+    /// Send an ioreq to a server and wait for its answer, as Xen's ioreq_send/wait_for_io.
+    fn send(&self, vcpu: u32, page: SharedPage, port: EvtchnPort, req: Ioreq) -> GuestResult<u64> {
+        let slot = Slot::new(&page, vcpu);
+        let mut s = self.sim.lock();
+        let d = self.live(&mut s)?;
+        if slot.vp_eport() != port || !slot.post(&req) {
+            let why = format!("ioreq slot of vCPU {vcpu} not free (state {})", slot.state());
+            d.crashed = Some(why.clone());
+            return Err(GuestError::Crashed(self.domid, why));
+        }
+        let mut seen = d.ports.get(&port).map(|p| p.notified).unwrap_or(0);
+        s.fire_to_dm(self.domid, port);
+        let deadline = Instant::now() + IOREQ_TIMEOUT;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(GuestError::Timeout { domid: self.domid, vcpu, secs: IOREQ_TIMEOUT.as_secs() });
+            }
+            s = self.sim.inner.cv.wait_timeout(s, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            let d = self.live(&mut s)?;
+            let n = d.ports.get(&port).map(|p| p.notified).unwrap_or(0);
+            if n == seen {
+                continue;
+            }
+            seen = n;
+            match slot.state() {
+                STATE_IORESP_READY => {
+                    let data = slot.collect().unwrap_or(!0);
+                    return Ok(data);
+                }
+                STATE_IOREQ_READY | STATE_IOREQ_INPROCESS => continue,
+                st => {
+                    let why = format!("bad ioreq state {st} after notification on vCPU {vcpu}");
+                    d.crashed = Some(why.clone());
+                    return Err(GuestError::Crashed(self.domid, why));
+                }
+            }
+        }
+    }
+
+    fn direct_route(s: &State, d: &Domain, gpa: u64) -> Option<Route> {
+        let mfn = *d.p2m_mmio.get(&(gpa >> PAGE_SHIFT))?;
+        let maddr = (mfn << PAGE_SHIFT) | (gpa & 0xfff);
+        for dev in s.devices.values() {
+            for b in dev.machine_bars() {
+                if !b.io && b.base <= maddr && maddr < b.base + b.size {
+                    return Some(Route::Direct { dev: dev.clone(), bar: b.index, offset: maddr - b.base });
+                }
+            }
+        }
+        Some(Route::Null) // mapped to nothing: reads float high
+    }
+
+    /// Xen's msixtbl: Some(result) if Xen handled the access itself.
+    fn msixtbl(d: &mut Domain, gpa: u64, size: u32, write: Option<u64>) -> Option<u64> {
+        let (&sbdf, t) =
+            d.msixtbl.iter_mut().find(|(_, t)| t.gtable <= gpa && gpa < t.gtable + t.entries as u64 * 16)?;
+        let off = gpa - t.gtable;
+        let entry = (off / 16) as u16;
+        let field = off % 16;
+        let pirq = d
+            .pirqs
+            .iter()
+            .find(|(_, p)| p.source == PirqSource::Msix { sbdf, entry } && p.msi.is_some())
+            .map(|(&n, _)| n);
+        if size != 4 && size != 8 || off % size as u64 != 0 {
+            return None;
+        }
+        match (write, field) {
+            (Some(_), 0..=11) => {
+                // Address/data: noted, and still forwarded to the device model.
+                t.changed.insert(entry);
+                None
+            }
+            (Some(v), 12) => {
+                let pirq = pirq?;
+                let unmask = v & 1 == 0;
+                if unmask && t.changed.contains(&entry) {
+                    // Forwarded; Xen replays the unmask after the device model completes.
+                    return None;
+                }
+                d.pirqs.get_mut(&pirq)?.guest_masked = !unmask;
+                Some(0)
+            }
+            (None, 12) => {
+                let pirq = pirq?;
+                Some(d.pirqs[&pirq].guest_masked as u64)
+            }
+            _ => None,
+        }
+    }
+
+    /// After the device model completed a forwarded unmask, Xen replays it
+    /// (msix_write_completion).
+    fn msixtbl_replay(&self, gpa: u64, value: u64) {
+        let mut s = self.sim.lock();
+        let Some(d) = s.domains.get_mut(&self.domid) else { return };
+        let Some((&sbdf, t)) =
+            d.msixtbl.iter_mut().find(|(_, t)| t.gtable <= gpa && gpa < t.gtable + t.entries as u64 * 16)
+        else {
+            return;
+        };
+        let off = gpa - t.gtable;
+        if off % 16 != 12 || value & 1 != 0 {
+            return;
+        }
+        let entry = (off / 16) as u16;
+        t.changed.remove(&entry);
+        let pirq = d
+            .pirqs
+            .iter()
+            .find(|(_, p)| p.source == PirqSource::Msix { sbdf, entry } && p.msi.is_some())
+            .map(|(&n, _)| n);
+        if let Some(p) = pirq {
+            let pending = {
+                let q = d.pirqs.get_mut(&p).expect("pirq just found");
+                q.guest_masked = false;
+                q.pending
+            };
+            if pending {
+                s.deliver_msi(self.domid, p, &self.sim.inner.cv);
+            }
+        }
+    }
+
+    pub fn mmio_read(&self, vcpu: u32, gpa: u64, size: u32) -> GuestResult<u64> {
+        self.mmio(vcpu, gpa, size, None)
+    }
+
+    pub fn mmio_write(&self, vcpu: u32, gpa: u64, size: u32, value: u64) -> GuestResult<()> {
+        self.mmio(vcpu, gpa, size, Some(value)).map(|_| ())
+    }
+
+    fn mmio(&self, vcpu: u32, gpa: u64, size: u32, write: Option<u64>) -> GuestResult<u64> {
+        let route = {
+            let mut s = self.sim.lock();
+            let st: &State = &s;
+            let d = st.domains.get(&self.domid).ok_or(GuestError::NoDomain(self.domid))?;
+            if let Some(r) = Self::direct_route(st, d, gpa) {
+                r
+            } else {
+                let d = self.live(&mut s)?;
+                if let Some(v) = Self::msixtbl(d, gpa, size, write) {
+                    return Ok(v);
+                }
+                Self::server_route(d, IoRangeKind::Memory, gpa, vcpu)
+            }
+        };
+        let ones = if size >= 8 { !0 } else { (1u64 << (size * 8)) - 1 };
+        match route {
+            Route::Direct { dev, bar, offset } => {
+                let bus = SimBus { sim: &self.sim, sbdf: dev.sbdf() };
+                match write {
+                    Some(v) => {
+                        dev.bar_write(bar, offset, size, v, &bus);
+                        Ok(0)
+                    }
+                    None => Ok(dev.bar_read(bar, offset, size, &bus)),
+                }
+            }
+            Route::Server { page, port } => {
+                let req = Ioreq::simple(IOREQ_TYPE_COPY, gpa, size, write);
+                let v = self.send(vcpu, page, port, req)?;
+                if let Some(w) = write {
+                    self.msixtbl_replay(gpa, w);
+                }
+                Ok(v & ones)
+            }
+            Route::Null => Ok(if write.is_some() { 0 } else { ones }),
+        }
+    }
+
+    pub fn pio_read(&self, vcpu: u32, port: u16, size: u32) -> GuestResult<u32> {
+        self.pio(vcpu, port, size, None)
+    }
+
+    pub fn pio_write(&self, vcpu: u32, port: u16, size: u32, value: u32) -> GuestResult<()> {
+        self.pio(vcpu, port, size, Some(value)).map(|_| ())
+    }
+
+    fn pio(&self, vcpu: u32, port: u16, size: u32, write: Option<u32>) -> GuestResult<u32> {
+        let ones = if size >= 4 { !0u32 } else { (1u32 << (size * 8)) - 1 };
+        let (route, req) = {
+            let mut s = self.sim.lock();
+            let d = self.live(&mut s)?;
+            if port == CF8_PORT && size == 4 {
+                if let Some(v) = write {
+                    d.cf8 = v;
+                }
+            }
+            let cf8 = d.cf8;
+            if (CFC_PORT..CFC_PORT + 4).contains(&port) && cf8 & 0x8000_0000 != 0 {
+                // Xen rewrites the access into IOREQ_TYPE_PCI_CONFIG for the server that
+                // claims the SBDF; otherwise the null handler answers.
+                let sbdf = Sbdf::from_u32((cf8 >> 8) & 0xffff);
+                let reg = (cf8 & 0xfc) as u64 | (port - CFC_PORT) as u64;
+                let addr = (sbdf.to_u32() as u64) << 32 | reg;
+                let route = Self::server_route(d, IoRangeKind::Pci, sbdf.to_u32() as u64, vcpu);
+                (route, Ioreq::simple(IOREQ_TYPE_PCI_CONFIG, addr, size, write.map(u64::from)))
+            } else {
+                let direct = d.ioport_map.iter().find(|(&g, &(_, n))| g <= port as u32 && (port as u32) < g + n);
+                if direct.is_some() {
+                    // Direct port mappings reach hardware; the simulated machine has no
+                    // I/O-port devices yet, so they float high like an empty bus.
+                    return Ok(if write.is_some() { 0 } else { ones });
+                }
+                let route = Self::server_route(d, IoRangeKind::Port, port as u64, vcpu);
+                (route, Ioreq::simple(IOREQ_TYPE_PIO, port as u64, size, write.map(u64::from)))
+            }
+        };
+        match route {
+            Route::Server { page, port } => Ok(self.send(vcpu, page, port, req)? as u32 & ones),
+            _ => Ok(if write.is_some() { 0 } else { ones }),
+        }
+    }
+
+    /// Config read through CF8/CFC, the way an OS does it.
+    pub fn cfg_read(&self, vcpu: u32, sbdf: Sbdf, reg: u16, size: u32) -> GuestResult<u32> {
+        self.pio_write(vcpu, CF8_PORT, 4, 0x8000_0000 | (sbdf.to_u32() & 0xffff) << 8 | (reg as u32 & 0xfc))?;
+        self.pio_read(vcpu, CFC_PORT + (reg & 3), size)
+    }
+
+    /// Config write through CF8/CFC.
+    pub fn cfg_write(&self, vcpu: u32, sbdf: Sbdf, reg: u16, size: u32, value: u32) -> GuestResult<()> {
+        self.pio_write(vcpu, CF8_PORT, 4, 0x8000_0000 | (sbdf.to_u32() & 0xffff) << 8 | (reg as u32 & 0xfc))?;
+        self.pio_write(vcpu, CFC_PORT + (reg & 3), size, value)
+    }
+
+    pub fn ram_read(&self, gpa: u64, buf: &mut [u8]) -> GuestResult<()> {
+        let s = self.sim.lock();
+        let d = s.domains.get(&self.domid).ok_or(GuestError::NoDomain(self.domid))?;
+        let start = gpa as usize;
+        let end = start
+            .checked_add(buf.len())
+            .filter(|&e| e <= d.ram.len())
+            .ok_or(GuestError::BadRam { gpa, len: buf.len() })?;
+        buf.copy_from_slice(&d.ram[start..end]);
+        Ok(())
+    }
+
+    pub fn ram_write(&self, gpa: u64, buf: &[u8]) -> GuestResult<()> {
+        let mut s = self.sim.lock();
+        let d = s.domains.get_mut(&self.domid).ok_or(GuestError::NoDomain(self.domid))?;
+        let start = gpa as usize;
+        let end = start
+            .checked_add(buf.len())
+            .filter(|&e| e <= d.ram.len())
+            .ok_or(GuestError::BadRam { gpa, len: buf.len() })?;
+        d.ram[start..end].copy_from_slice(buf);
+        Ok(())
+    }
+
+    /// APIC ID of a vCPU (Xen gives HVM vCPU n the APIC ID 2n).
+    pub fn apic_id(&self, vcpu: u32) -> u32 {
+        vcpu * 2
+    }
+
+    /// Wait for the next interrupt vector on a vCPU's local APIC and acknowledge it.
+    pub fn wait_interrupt(&self, vcpu: u32, timeout: Duration) -> GuestResult<Option<u8>> {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.sim.lock();
+        loop {
+            let d = self.live(&mut s)?;
+            if let Some(v) = d.lapics.get_mut(vcpu as usize).and_then(|l| l.irr.pop_front()) {
+                return Ok(Some(v));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            s = self.sim.inner.cv.wait_timeout(s, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
+    /// Vectors pending on a vCPU without taking them.
+    pub fn pending_vectors(&self, vcpu: u32) -> Vec<u8> {
+        let s = self.sim.lock();
+        s.domains
+            .get(&self.domid)
+            .and_then(|d| d.lapics.get(vcpu as usize))
+            .map(|l| l.irr.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Interrupts delivered to each vCPU so far.
+    pub fn delivered(&self) -> Vec<u64> {
+        let s = self.sim.lock();
+        s.domains.get(&self.domid).map(|d| d.lapics.iter().map(|l| l.delivered).collect()).unwrap_or_default()
+    }
+
+    /// MSI-X entries Xen currently sees as "changed" for a device (test helper).
+    pub fn msixtbl_changed(&self, sbdf: Sbdf) -> BTreeSet<u16> {
+        let s = self.sim.lock();
+        s.domains.get(&self.domid).and_then(|d| d.msixtbl.get(&sbdf)).map(|t| t.changed.clone()).unwrap_or_default()
+    }
+}
