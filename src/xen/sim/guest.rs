@@ -265,16 +265,18 @@ impl SimGuest {
     fn mmio(&self, vcpu: u32, gpa: u64, size: u32, write: Option<u64>) -> GuestResult<u64> {
         let route = {
             let mut s = self.sim.lock();
+            self.live(&mut s)?;
             let st: &State = &s;
-            let d = st.domains.get(&self.domid).ok_or(GuestError::NoDomain(self.domid))?;
-            if let Some(r) = Self::direct_route(st, d, gpa) {
-                r
-            } else {
-                let d = self.live(&mut s)?;
-                if let Some(v) = Self::msixtbl(d, gpa, size, write) {
-                    return Ok(v);
+            let d = &st.domains[&self.domid];
+            match Self::direct_route(st, d, gpa) {
+                Some(r) => r,
+                None => {
+                    let d = self.live(&mut s)?;
+                    if let Some(v) = Self::msixtbl(d, gpa, size, write) {
+                        return Ok(v);
+                    }
+                    Self::server_route(d, IoRangeKind::Memory, gpa, vcpu)
                 }
-                Self::server_route(d, IoRangeKind::Memory, gpa, vcpu)
             }
         };
         let ones = if size >= 8 { !0 } else { (1u64 << (size * 8)) - 1 };
