@@ -1,1 +1,307 @@
+//! Table-driven tests of the register policy engine, and the config-space lessons:
+//! XSA-120/126 (host decode stays on), XSA-128 (no stale write-back), XSA-131
+//! (default-deny).
 
+use std::sync::Mutex;
+
+use super::*;
+use crate::device::{DeviceModel, DeviceOptions};
+use crate::host::nvme::{EmulatedNvme, NvmeHost};
+use crate::host::{HostError, HostIds, HostResources};
+use crate::pci::*;
+use crate::Profile;
+
+/// A host function made of 256 bytes, recording every write that reaches it.
+struct FakeHost {
+    cfg: Mutex<[u8; 256]>,
+    writes: Mutex<Vec<(u16, u8, u32)>>,
+    /// Bits that hardware clears on writing 1.
+    w1c: [u8; 256],
+}
+
+impl FakeHost {
+    fn new() -> Self {
+        FakeHost { cfg: Mutex::new([0; 256]), writes: Mutex::default(), w1c: [0; 256] }
+    }
+    fn set(&self, off: usize, bytes: &[u8]) {
+        self.cfg.lock().unwrap()[off..off + bytes.len()].copy_from_slice(bytes);
+    }
+    fn writes(&self) -> Vec<(u16, u8, u32)> {
+        self.writes.lock().unwrap().clone()
+    }
+}
+
+impl HostDevice for FakeHost {
+    fn sbdf(&self) -> Sbdf {
+        Sbdf::new(0, 1, 0, 0)
+    }
+    fn backend(&self) -> &'static str {
+        "fake"
+    }
+    fn config_size(&self) -> usize {
+        256
+    }
+    fn config_read(&self, offset: u16, size: u8) -> Result<u32, HostError> {
+        let c = self.cfg.lock().unwrap();
+        Ok((0..size as usize).fold(0, |a, i| a | (c[offset as usize + i] as u32) << (8 * i)))
+    }
+    fn config_write(&self, offset: u16, size: u8, value: u32) -> Result<(), HostError> {
+        self.writes.lock().unwrap().push((offset, size, value));
+        let mut c = self.cfg.lock().unwrap();
+        for i in 0..size as usize {
+            let o = offset as usize + i;
+            let b = (value >> (8 * i)) as u8;
+            c[o] = (b & !self.w1c[o]) | (c[o] & self.w1c[o] & !b);
+        }
+        Ok(())
+    }
+    fn resources(&self) -> Result<HostResources, HostError> {
+        Ok(HostResources::default())
+    }
+    fn ids(&self) -> Result<HostIds, HostError> {
+        unreachable!("not used by the engine")
+    }
+    fn irq(&self) -> Option<u32> {
+        None
+    }
+    fn bar_read(&self, _: u8, _: u64, _: u8) -> Result<u64, HostError> {
+        Ok(0)
+    }
+}
+
+#[test]
+fn accesses_are_normalised_once() {
+    let cases: &[(u32, u32, Option<(usize, u32, u32)>)] = &[
+        (0x00, 4, Some((0, 0, 0xffff_ffff))),
+        (0x04, 2, Some((1, 0, 0x0000_ffff))),
+        (0x06, 2, Some((1, 16, 0xffff_0000))),
+        (0x05, 2, Some((1, 8, 0x00ff_ff00))), // inside one dword: allowed (CFD word)
+        (0x07, 1, Some((1, 24, 0xff00_0000))),
+        (0x07, 2, None), // straddles a dword
+        (0x06, 4, None),
+        (0x00, 3, None),
+        (0x00, 8, None),
+        (0xfc, 4, Some((63, 0, 0xffff_ffff))),
+        (0xfe, 2, Some((63, 16, 0xffff_0000))),
+        (0x100, 1, None), // past a 256-byte space
+        (u32::MAX, 1, None),
+    ];
+    for &(off, size, want) in cases {
+        let got = Access::new(off, size, 256).map(|a| (a.dword, a.shift, a.mask));
+        assert_eq!(got, want, "offset {off:#x} size {size}");
+    }
+}
+
+#[test]
+fn bad_accesses_read_all_ones_and_drop_writes() {
+    let h = FakeHost::new();
+    let mut c = ConfigSpace::new(h.sbdf(), 256);
+    c.define(0x40, 4, Reg::scratch(0x1234_5678, !0));
+    assert_eq!(c.read(&h, 0x43, 2), 0xffff);
+    assert_eq!(c.read(&h, 0x40, 8), 0xffff_ffff);
+    assert_eq!(c.read(&h, 0x400, 4), 0xffff_ffff);
+    assert_eq!(c.read(&h, 0x40, 3), 0xff_ffff);
+    assert_eq!(c.write(&h, 0x42, 4, 0), None);
+    assert_eq!(c.read(&h, 0x40, 4), 0x1234_5678, "the malformed write changed nothing");
+    assert_eq!(c.stats.bad_accesses, 5);
+}
+
+#[test]
+fn read_merges_emulated_and_host_bits() {
+    let h = FakeHost::new();
+    h.set(0x40, &[0xaa, 0xbb, 0xcc, 0xdd]);
+    let mut c = ConfigSpace::new(h.sbdf(), 256);
+    c.define(0x40, 4, Reg { value: 0x0000_0011, emu: 0x0000_00ff, writable: 0, w1c: 0 });
+    assert_eq!(c.read(&h, 0x40, 4), 0xddcc_bb11);
+    assert_eq!(c.read(&h, 0x41, 1), 0xbb);
+    assert_eq!(c.read(&h, 0x40, 1), 0x11);
+    c.hide(0x42, 2);
+    assert_eq!(c.read(&h, 0x40, 4), 0x0000_bb11);
+}
+
+#[test]
+fn write_policy_table() {
+    // (name, reg policy, host value, guest write (off, size, data), emulated after,
+    //  host writes expected, host value after)
+    struct Case {
+        name: &'static str,
+        reg: Reg,
+        host: u32,
+        off: u32,
+        size: u32,
+        data: u32,
+        emu_after: u32,
+        host_writes: Vec<(u16, u8, u32)>,
+        host_after: u32,
+    }
+    let cases = vec![
+        Case {
+            name: "emulated writable bits change, read-only bits keep their value",
+            reg: Reg { value: 0xf0, emu: !0, writable: 0x0f, w1c: 0 },
+            host: 0,
+            off: 0x40,
+            size: 1,
+            data: 0x5a,
+            emu_after: 0xfa,
+            host_writes: vec![],
+            host_after: 0,
+        },
+        Case {
+            name: "emulated W1C bits clear on 1 and stay on 0",
+            reg: Reg { value: 0x8001, emu: !0, writable: 0, w1c: 0x8001 },
+            host: 0,
+            off: 0x40,
+            size: 2,
+            data: 0x8000,
+            emu_after: 0x0001,
+            host_writes: vec![],
+            host_after: 0,
+        },
+        Case {
+            name: "pass-through bits reach the host, alone in their byte",
+            reg: Reg { value: 0, emu: 0, writable: 0x04, w1c: 0 },
+            host: 0x0000_0002,
+            off: 0x40,
+            size: 2,
+            data: 0x0004,
+            emu_after: 0,
+            host_writes: vec![(0x40, 1, 0x06)],
+            host_after: 0x06,
+        },
+        Case {
+            name: "host W1C passes a 1 only where the guest wrote 1, never the host's own set bits",
+            reg: Reg { value: 0, emu: 0, writable: 0, w1c: 0xf900_0000 },
+            host: 0x8100_0010,
+            off: 0x40,
+            size: 4,
+            data: 0x8000_0000,
+            emu_after: 0,
+            host_writes: vec![(0x43, 1, 0x80)],
+            host_after: 0x0100_0010,
+        },
+        Case {
+            name: "xsa_128 a write spanning emulated and host bits writes the host its own value for emulated bits",
+            reg: Reg { value: 0x0000, emu: 0x00ff, writable: 0xffff, w1c: 0 },
+            host: 0x1234,
+            off: 0x40,
+            size: 2,
+            data: 0xabcd,
+            emu_after: 0x00cd,
+            host_writes: vec![(0x41, 1, 0xab)],
+            host_after: 0xab34,
+        },
+        Case {
+            name: "a write that changes nothing on the host is not issued",
+            reg: Reg { value: 0, emu: 0, writable: 0xff, w1c: 0 },
+            host: 0x77,
+            off: 0x40,
+            size: 1,
+            data: 0x77,
+            emu_after: 0,
+            host_writes: vec![],
+            host_after: 0x77,
+        },
+    ];
+    for c in cases {
+        let h = FakeHost::new();
+        h.set(0x40, &c.host.to_le_bytes());
+        let mut w1c = [0u8; 256];
+        w1c[0x40..0x44].copy_from_slice(&c.reg.w1c.to_le_bytes());
+        let h = FakeHost { w1c, ..h };
+        let mut cs = ConfigSpace::new(h.sbdf(), 256);
+        cs.define(0x40, 4, c.reg);
+        cs.write(&h, c.off, c.size, c.data);
+        assert_eq!(cs.emulated(0x40, 4) & c.reg.emu, c.emu_after, "{}: emulated value", c.name);
+        assert_eq!(h.writes(), c.host_writes, "{}: host writes", c.name);
+        assert_eq!(h.config_read(0x40, 4).unwrap(), c.host_after, "{}: host value", c.name);
+    }
+}
+
+#[test]
+fn xsa_131_writes_to_unknown_registers_are_dropped_unless_permissive() {
+    let h = FakeHost::new();
+    let mut c = ConfigSpace::new(h.sbdf(), 256);
+    for _ in 0..3 {
+        c.write(&h, 0x60, 4, 0xdead_beef);
+    }
+    assert!(h.writes().is_empty());
+    assert_eq!(c.stats.dropped.get(&0x60), Some(&3));
+    c.set_permissive(true);
+    c.write(&h, 0x60, 4, 0xdead_beef);
+    assert_eq!(h.writes(), vec![(0x60, 4, 0xdead_beef)]);
+}
+
+fn nvme_device(profile: Profile) -> (EmulatedNvme, DeviceModel) {
+    let nvme = EmulatedNvme::new(Sbdf::new(0, 3, 0, 0), 0xfe00_0000, 16);
+    let opts = DeviceOptions { domid: 1, guest_sbdf: Sbdf::new(0, 0, 4, 0), profile, permissive: false };
+    let dm = DeviceModel::new(Box::new(NvmeHost::clone_of(&nvme)), 0, opts).unwrap();
+    (nvme, dm)
+}
+
+#[test]
+fn xsa_120_126_guest_decode_and_serr_never_reach_the_host() {
+    let (nvme, mut dm) = nvme_device(Profile::Hvm);
+    let mut x = crate::xen::sim::Sim::default().xen();
+    let host_cmd = nvme.host_config(COMMAND_OFFSET, 2);
+    assert_ne!(host_cmd & COMMAND_MEMORY_BIT as u32, 0, "host decode is on from the start");
+    assert_ne!(host_cmd & COMMAND_INTX_DISABLE_BIT as u32, 0, "host INTx disabled while no INTx is bound");
+    // The guest turns everything off, then sets SERR and parity.
+    dm.config_write(&mut x, COMMAND_OFFSET as u32, 2, 0);
+    dm.config_write(&mut x, COMMAND_OFFSET as u32, 2, (COMMAND_SERR_BIT | COMMAND_PARITY_BIT) as u32);
+    let host_now = nvme.host_config(COMMAND_OFFSET, 2);
+    assert_ne!(host_now & COMMAND_MEMORY_BIT as u32, 0, "host memory decode stayed on");
+    assert_eq!(host_now & (COMMAND_SERR_BIT | COMMAND_PARITY_BIT) as u32, 0, "SERR/parity are virtual");
+    assert_eq!(dm.config_read(COMMAND_OFFSET as u32, 2), (COMMAND_SERR_BIT | COMMAND_PARITY_BIT) as u32);
+    // Bus master is the one command bit that passes through.
+    dm.config_write(&mut x, COMMAND_OFFSET as u32, 2, COMMAND_MASTER_BIT as u32);
+    assert_ne!(nvme.host_config(COMMAND_OFFSET, 2) & COMMAND_MASTER_BIT as u32, 0);
+}
+
+#[test]
+fn header_reads_as_decided() {
+    let (_nvme, mut dm) = nvme_device(Profile::Hvm);
+    let r = |dm: &mut DeviceModel, off: u16, size: u32| dm.config_read(off as u32, size);
+    assert_eq!(r(&mut dm, 0, 4), 0x0010_1b36);
+    assert_eq!(r(&mut dm, 0x08, 4), 0x0108_0202);
+    assert_eq!(r(&mut dm, HEADER_TYPE_OFFSET, 1), 0, "single function, type 0");
+    assert_eq!(r(&mut dm, BAR0_OFFSET, 4), BAR_MEM_TYPE_64, "guest BARs start at 0 (not the host address)");
+    assert_eq!(r(&mut dm, BAR0_OFFSET + 4, 4), 0);
+    assert_eq!(r(&mut dm, INTERRUPT_PIN_OFFSET, 1), 1, "HVM: host pin A");
+    assert_eq!(r(&mut dm, CAP_PTR_OFFSET, 1), 0x40);
+    assert_eq!(r(&mut dm, STATUS_OFFSET, 2) & STATUS_CAP_LIST_BIT as u32, STATUS_CAP_LIST_BIT as u32);
+    // Chain: PCIe -> PM -> MSI-X (MSI at 0x90 unlinked and hidden).
+    assert_eq!(r(&mut dm, 0x41, 1), 0x80);
+    assert_eq!(r(&mut dm, 0x81, 1), 0xb0);
+    assert_eq!(r(&mut dm, 0xb1, 1), 0);
+    assert_eq!(r(&mut dm, 0x90, 4), 0, "hidden capability reads 0");
+    assert_eq!(r(&mut dm, 0x100, 4), 0, "extended capabilities hidden");
+    assert_eq!(r(&mut dm, 0x44, 4) & (1 << 28), 0, "FLR not offered to the guest");
+    let (_nvme, mut pvh) = nvme_device(Profile::Pvh);
+    assert_eq!(pvh.config_read(INTERRUPT_PIN_OFFSET as u32, 1), 0, "PVH: no INTx, pin 0");
+}
+
+#[test]
+fn bar_sizing_reads_back_the_page_rounded_size_and_costs_no_hypercall() {
+    let sim = crate::xen::sim::Sim::default();
+    let (_nvme, mut dm) = nvme_device(Profile::Hvm);
+    let mut x = sim.xen();
+    dm.config_write(&mut x, BAR0_OFFSET as u32, 4, !0);
+    assert_eq!(dm.config_read(BAR0_OFFSET as u32, 4), 0xffff_c004);
+    dm.config_write(&mut x, BAR0_OFFSET as u32 + 4, 4, !0);
+    assert_eq!(dm.config_read(BAR0_OFFSET as u32 + 4, 4), 0xffff_ffff);
+    assert_eq!(sim.op_count(), 0, "sizing with decode off makes no Xen call");
+    // Unused BARs read 0 whatever is written.
+    dm.config_write(&mut x, BAR0_OFFSET as u32 + 8, 4, !0);
+    assert_eq!(dm.config_read(BAR0_OFFSET as u32 + 8, 4), 0);
+}
+
+#[test]
+fn pm_power_state_is_virtual() {
+    let (nvme, mut dm) = nvme_device(Profile::Hvm);
+    let mut x = crate::xen::sim::Sim::default().xen();
+    let pmcsr = 0x80 + 4;
+    dm.config_write(&mut x, pmcsr, 2, 3);
+    assert_eq!(dm.config_read(pmcsr, 2) & 3, 3, "the guest sees D3hot");
+    assert_eq!(nvme.host_config(pmcsr as u16, 2) & 3, 0, "the device stays in D0");
+    assert_ne!(dm.config_read(pmcsr, 2) & 8, 0, "No_Soft_Reset reads 1");
+}

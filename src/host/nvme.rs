@@ -249,6 +249,12 @@ impl EmulatedNvme {
 /// [`HostDevice`] face of the emulated controller.
 pub struct NvmeHost(EmulatedNvme);
 
+impl NvmeHost {
+    pub fn clone_of(nvme: &EmulatedNvme) -> Self {
+        NvmeHost(nvme.clone())
+    }
+}
+
 impl HostDevice for NvmeHost {
     fn sbdf(&self) -> Sbdf {
         self.0.sbdf

@@ -54,6 +54,23 @@ pub fn name(id: u8) -> &'static str {
     }
 }
 
+/// How many bytes a hidden capability covers: its whole body where its length is known
+/// from the spec or its own length byte, else just its header. Bytes outside any
+/// capability keep the default policy (host read, writes dropped).
+fn hidden_len(id: u8, host_cfg: &[u8], off: u16, room: u16) -> u16 {
+    let o = off as usize;
+    let len = match id {
+        CAP_ID_MSI => {
+            let ctrl = u16::from_le_bytes([host_cfg[o + 2], host_cfg[o + 3]]);
+            10 + if ctrl & 0x80 != 0 { 4 } else { 0 } + if ctrl & 0x100 != 0 { 10 } else { 0 }
+        }
+        CAP_ID_PM | CAP_ID_VPD | 0x07 => 8,
+        CAP_ID_VENDOR => (host_cfg[o + 2] as u16).max(2),
+        _ => 2,
+    };
+    len.min(room)
+}
+
 /// Walk the host's capability list in `host_cfg` (at least 256 bytes).
 pub fn walk(host_cfg: &[u8]) -> (Vec<(u8, u16)>, Vec<String>) {
     let mut out = Vec::new();
@@ -104,8 +121,8 @@ pub fn build(cfg: &mut ConfigSpace, host_cfg: &[u8], profile: Profile) -> CapLay
                 Some(_) => (2, Some("PCI Express capability overlaps the next capability")),
                 None => (2, Some("PCI Express root ports, switches and bridges cannot be passed through")),
             },
-            CAP_ID_MSI => (2, Some("MSI is not offered yet; the guest uses MSI-X")),
-            _ => (2, Some("not emulated")),
+            CAP_ID_MSI => (hidden_len(id, host_cfg, off, room), Some("MSI is not offered yet; the guest uses MSI-X")),
+            _ => (hidden_len(id, host_cfg, off, room), Some("not emulated")),
         };
         layout.caps.push(CapInfo { id, offset: off, len, hidden });
     }
