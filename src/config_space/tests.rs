@@ -71,7 +71,8 @@ impl HostDevice for FakeHost {
 
 #[test]
 fn accesses_are_normalised_once() {
-    let cases: &[(u32, u32, Option<(usize, u32, u32)>)] = &[
+    type Normalised = Option<(usize, u32, u32)>;
+    let cases: &[(u32, u32, Normalised)] = &[
         (0x00, 4, Some((0, 0, 0xffff_ffff))),
         (0x04, 2, Some((1, 0, 0x0000_ffff))),
         (0x06, 2, Some((1, 16, 0xffff_0000))),
