@@ -3,7 +3,7 @@
 
 use crate::device::{DeviceError, DeviceModel, DeviceOptions};
 use crate::host::HostDevice;
-use crate::ioreq::event_loop::{EventLoop, LoopError};
+use crate::ioreq::event_loop::{EventLoop, LoopError, StopReason};
 use crate::ioreq::IoreqServer;
 use crate::xen::{abi::MAX_NR_IOREQ_SERVERS, Errno, GuestKind, IoRange, Xen, XenError};
 use crate::Profile;
@@ -73,7 +73,7 @@ pub fn start(xen: &mut dyn Xen, host: Box<dyn HostDevice>, opts: DeviceOptions) 
 }
 
 /// Serve until the event loop is stopped.
-pub fn serve(xen: &mut dyn Xen, inst: &mut Instance, ev: &mut EventLoop) -> Result<(), LoopError> {
+pub fn serve(xen: &mut dyn Xen, inst: &mut Instance, ev: &mut EventLoop) -> Result<StopReason, LoopError> {
     ev.run(xen, &mut inst.server, &mut inst.device)
 }
 

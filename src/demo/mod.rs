@@ -141,7 +141,7 @@ fn run_inner(sim: &Sim, t: &Transcript, opts: &DemoOptions, report: &mut DemoRep
             };
             let mut ev = EventLoop::new(&xen).map_err(|e| e.to_string())?;
             let _ = ready_tx.send(Ok(ev.stopper()));
-            let served = runner::serve(&mut xen, &mut inst, &mut ev).map_err(|e| e.to_string());
+            let served = runner::serve(&mut xen, &mut inst, &mut ev).map(|_| ()).map_err(|e| e.to_string());
             let errors = runner::shutdown(&mut xen, &mut inst);
             served?;
             match errors.first() {

@@ -1,18 +1,26 @@
-//! The event loop: one mio poll over the event-channel fd and a waker (stop requests;
-//! signals and the console join later). No timers and no polling: an idle guest costs
-//! zero wake-ups.
+//! The event loop: one mio poll over the event-channel fd, a waker (stop requests from
+//! other threads) and the termination signals (SIGTERM, SIGINT, SIGHUP, delivered through a
+//! self-pipe). No timers and no polling: an idle guest costs zero wake-ups.
 
+use std::io::Read;
 use std::os::fd::RawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::SigId;
 
 use super::{IoHandler, IoreqServer};
 use crate::xen::{Xen, XenError};
 
 const EVTCHN: Token = Token(0);
 const STOP: Token = Token(1);
+const SIGNAL_BASE: usize = 16;
+
+/// The signals that make xenpt tear down and exit.
+pub const TERMINATION_SIGNALS: [i32; 3] = [SIGTERM, SIGINT, SIGHUP];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoopError {
@@ -22,10 +30,26 @@ pub enum LoopError {
     Xen(#[from] XenError),
 }
 
+/// Why the loop returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// Another thread asked (the waker).
+    Requested,
+    /// A termination signal arrived.
+    Signal(i32),
+}
+
+struct SignalPipe {
+    signal: i32,
+    rx: UnixStream,
+    id: SigId,
+}
+
 pub struct EventLoop {
     poll: Poll,
     waker: Arc<Waker>,
     evtchn_fd: RawFd,
+    signals: Vec<SignalPipe>,
 }
 
 impl EventLoop {
@@ -34,7 +58,23 @@ impl EventLoop {
         let fd = xen.evtchn_fd();
         poll.registry().register(&mut SourceFd(&fd), EVTCHN, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), STOP)?);
-        Ok(EventLoop { poll, waker, evtchn_fd: fd })
+        Ok(EventLoop { poll, waker, evtchn_fd: fd, signals: Vec::new() })
+    }
+
+    /// Route SIGTERM, SIGINT and SIGHUP into the loop: each makes `run` return
+    /// `StopReason::Signal`, so the caller tears down in order. Undone on drop.
+    pub fn catch_termination_signals(&mut self) -> Result<(), LoopError> {
+        for (i, &signal) in TERMINATION_SIGNALS.iter().enumerate() {
+            let (rx, tx) = UnixStream::pair()?;
+            rx.set_nonblocking(true)?;
+            tx.set_nonblocking(true)?;
+            let id = signal_hook::low_level::pipe::register(signal, tx)?;
+            use std::os::fd::AsRawFd;
+            let rfd = rx.as_raw_fd();
+            self.poll.registry().register(&mut SourceFd(&rfd), Token(SIGNAL_BASE + i), Interest::READABLE)?;
+            self.signals.push(SignalPipe { signal, rx, id });
+        }
+        Ok(())
     }
 
     /// A handle another thread uses to stop the loop.
@@ -49,7 +89,7 @@ impl EventLoop {
         xen: &mut dyn Xen,
         server: &mut IoreqServer,
         handler: &mut dyn IoHandler,
-    ) -> Result<(), LoopError> {
+    ) -> Result<StopReason, LoopError> {
         let mut events = Events::with_capacity(8);
         // Anything that arrived before registration (Xen's bind-time pending event).
         server.poll(xen, handler)?;
@@ -64,7 +104,14 @@ impl EventLoop {
                     EVTCHN => {
                         server.poll(xen, handler)?;
                     }
-                    STOP => return Ok(()),
+                    STOP => return Ok(StopReason::Requested),
+                    Token(t) if t >= SIGNAL_BASE => {
+                        if let Some(s) = self.signals.get_mut(t - SIGNAL_BASE) {
+                            let mut buf = [0u8; 16];
+                            while matches!(s.rx.read(&mut buf), Ok(n) if n > 0) {}
+                            return Ok(StopReason::Signal(s.signal));
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -75,5 +122,50 @@ impl EventLoop {
 impl Drop for EventLoop {
     fn drop(&mut self) {
         let _ = self.poll.registry().deregister(&mut SourceFd(&self.evtchn_fd));
+        for s in self.signals.drain(..) {
+            signal_hook::low_level::unregister(s.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xen::sim::Sim;
+    use crate::xen::GuestKind;
+
+    struct Nothing;
+    impl IoHandler for Nothing {
+        fn handle(&mut self, _: &mut dyn Xen, _: super::super::Request) -> u64 {
+            0
+        }
+    }
+
+    #[test]
+    fn sighup_stops_the_loop_with_its_reason() {
+        let sim = Sim::default();
+        let d = sim.create_domain(GuestKind::Hvm, 1, 4096);
+        let mut x = sim.xen();
+        let mut server = IoreqServer::create(&mut x, d, 1).unwrap();
+        server.enable(&mut x).unwrap();
+        let mut ev = EventLoop::new(&x).unwrap();
+        ev.catch_termination_signals().unwrap();
+        // SIGHUP only: SIGTERM/SIGINT would hit the test harness if raced.
+        signal_hook::low_level::raise(SIGHUP).unwrap();
+        assert_eq!(ev.run(&mut x, &mut server, &mut Nothing).unwrap(), StopReason::Signal(SIGHUP));
+        assert!(server.destroy(&mut x).is_empty());
+    }
+
+    #[test]
+    fn a_waker_from_another_thread_stops_the_loop() {
+        let sim = Sim::default();
+        let d = sim.create_domain(GuestKind::Hvm, 1, 4096);
+        let mut x = sim.xen();
+        let mut server = IoreqServer::create(&mut x, d, 1).unwrap();
+        server.enable(&mut x).unwrap();
+        let mut ev = EventLoop::new(&x).unwrap();
+        let w = ev.stopper();
+        std::thread::spawn(move || w.wake().unwrap());
+        assert_eq!(ev.run(&mut x, &mut server, &mut Nothing).unwrap(), StopReason::Requested);
     }
 }
