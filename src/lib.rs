@@ -16,6 +16,7 @@ pub mod log;
 pub mod msi;
 pub mod pci;
 pub mod pirq;
+pub mod real;
 pub mod runner;
 pub mod xen;
 

@@ -22,8 +22,8 @@ guest's MSI-X programming into pirq map + bind operations. It talks to Xen only 
 /dev/xen/privcmd and /dev/xen/evtchn (no libxenctrl).\n\n\
 Start with `xenpt demo`: it runs the whole path on the built-in Xen simulator with an \
 emulated NVMe controller and shows every Xen operation.",
-    after_help = "Exit codes: 0 success; 1 failure (demo FAIL, start-up or runtime error); 2 usage error; \
-3 the requested mode is not available on this build or host."
+    after_help = "Exit codes: 0 success (run: stopped by a signal after an ordered teardown); 1 failure (demo FAIL, \
+start-up or runtime error); 2 usage error; 3 not available here (run: not a Xen dom0, or the Xen version is unknown)."
 )]
 struct Cli {
     /// Log level for xenpt's own log lines (error, warn, info, debug, trace).
@@ -51,14 +51,34 @@ enum Cmd {
         #[arg(long, short)]
         quiet: bool,
     },
-    /// Serve a host PCI function to a running Xen guest (real Xen).
+    /// Serve a host PCI function to a running Xen guest (real Xen, as root in dom0).
+    ///
+    /// The function must be assignable (bound to pciback: `xl pci-assignable-add SBDF`).
+    /// Start the guest paused (`xl create -p`), start xenpt, wait for the ready line, then
+    /// `xl unpause`. SIGTERM, SIGINT or SIGHUP tear everything down in order and exit 0.
     Run {
         /// Guest domain id.
         #[arg(long)]
         domid: u16,
         /// Host PCI function, e.g. 0000:03:00.0.
         #[arg(long)]
-        sbdf: String,
+        sbdf: xenpt::pci::Sbdf,
+        /// Device number the guest sees the function at, on bus 0 (pick a slot QEMU does not use).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=31))]
+        guest_slot: u8,
+        /// Guest profile; default from the domain's type.
+        #[arg(long, value_enum)]
+        profile: Option<Profile>,
+        /// Let guest writes to registers xenpt does not know reach the device (unsafe; logged).
+        #[arg(long)]
+        permissive: bool,
+        /// Write one line to this fd once the ioreq server is enabled (for the toolstack to wait on).
+        #[arg(long)]
+        ready_fd: Option<i32>,
+        /// Do the toolstack's part too: assign the device to the domain and grant it its BARs,
+        /// undone exactly at exit (for use without libxl's pci= support).
+        #[arg(long)]
+        assign: bool,
     },
 }
 
@@ -81,12 +101,22 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAIL)
             }
         }
-        Cmd::Run { domid, sbdf } => {
-            eprintln!(
-                "xenpt run: the real Xen backend (/dev/xen/privcmd) is not built yet, so domain {domid} and device {sbdf} \
-                 cannot be served. Use `xenpt demo` to run on the simulator."
-            );
-            ExitCode::from(EXIT_NOT_AVAILABLE)
+        Cmd::Run { domid, sbdf, guest_slot, profile, permissive, ready_fd, assign } => {
+            let args = xenpt::real::RunArgs { domid, sbdf, guest_slot, profile, permissive, ready_fd, assign };
+            match xenpt::real::run(&args) {
+                Ok(reason) => {
+                    eprintln!("xenpt: stopped ({reason:?}); everything torn down");
+                    ExitCode::SUCCESS
+                }
+                Err(xenpt::real::RunError::Open(e)) => {
+                    eprintln!("xenpt run: {e}");
+                    ExitCode::from(EXIT_NOT_AVAILABLE)
+                }
+                Err(e) => {
+                    eprintln!("xenpt run: {sbdf} for domain {domid}: {e}");
+                    ExitCode::from(EXIT_FAIL)
+                }
+            }
         }
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod abi;
 pub mod page;
+pub mod privcmd;
 pub mod sim;
 
 use std::fmt;

@@ -1,0 +1,150 @@
+//! `xenpt run`: serve a host PCI function to a running guest on real Xen.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::device::DeviceOptions;
+use crate::host::sysfs::SysfsDevice;
+use crate::host::{BarKind, HostDevice, HostError};
+use crate::ioreq::event_loop::{EventLoop, LoopError, StopReason};
+use crate::pci::{Sbdf, PAGE_SHIFT};
+use crate::runner::{self, StartError};
+use crate::xen::privcmd::{OpenError, PrivcmdXen};
+use crate::xen::{DomId, GuestKind, Xen, XenError};
+use crate::Profile;
+
+#[derive(Clone, Debug)]
+pub struct RunArgs {
+    pub domid: DomId,
+    pub sbdf: Sbdf,
+    pub guest_slot: u8,
+    pub profile: Option<Profile>,
+    pub permissive: bool,
+    pub ready_fd: Option<i32>,
+    pub assign: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(
+        "{sbdf} is bound to driver {driver:?}, not pciback: make it assignable first with `xl pci-assignable-add {sbdf}`"
+    )]
+    NotAssignable { sbdf: Sbdf, driver: String },
+    #[error("domain {domid}: {source}")]
+    Domain { domid: DomId, source: XenError },
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("--assign: {0}")]
+    Assign(XenError),
+    #[error("writing the ready line to fd {fd}: {source}")]
+    Ready { fd: i32, source: std::io::Error },
+    #[error(transparent)]
+    Loop(#[from] LoopError),
+}
+
+/// What `--assign` did, to be undone exactly at exit.
+struct Granted {
+    assigned: bool,
+    iomem: Vec<(u64, u64)>,
+    ioports: Vec<(u32, u32)>,
+}
+
+fn driver_of(sbdf: Sbdf) -> Option<String> {
+    let link = std::fs::read_link(Path::new("/sys/bus/pci/devices").join(sbdf.to_string()).join("driver")).ok()?;
+    Some(link.file_name()?.to_string_lossy().into_owned())
+}
+
+fn do_assign(xen: &mut PrivcmdXen, domid: DomId, host: &dyn HostDevice, g: &mut Granted) -> Result<(), XenError> {
+    xen.assign_device(domid, host.sbdf(), true)?;
+    g.assigned = true;
+    let res = host.resources().map_err(|_| XenError::new("resources", domid, crate::xen::Errno::EINVAL))?;
+    for b in res.bars.iter().flatten().chain(res.rom.iter()) {
+        if b.kind == BarKind::Io {
+            xen.ioport_permission(domid, b.base as u32, b.size as u32, true)?;
+            g.ioports.push((b.base as u32, b.size as u32));
+        } else {
+            let first = b.base >> PAGE_SHIFT;
+            let nr = (b.base + b.size - 1) >> PAGE_SHIFT;
+            xen.iomem_permission(domid, first, nr - first + 1, true)?;
+            g.iomem.push((first, nr - first + 1));
+        }
+    }
+    Ok(())
+}
+
+fn undo_assign(xen: &mut PrivcmdXen, domid: DomId, sbdf: Sbdf, g: &Granted) {
+    for &(first, nr) in &g.iomem {
+        if let Err(e) = xen.iomem_permission(domid, first, nr, false) {
+            tracing::warn!("revoking iomem {first:#x}+{nr}: {e}");
+        }
+    }
+    for &(first, nr) in &g.ioports {
+        if let Err(e) = xen.ioport_permission(domid, first, nr, false) {
+            tracing::warn!("revoking ioports {first:#x}+{nr}: {e}");
+        }
+    }
+    if g.assigned {
+        if let Err(e) = xen.assign_device(domid, sbdf, false) {
+            tracing::warn!("deassigning {sbdf}: {e}");
+        }
+    }
+}
+
+/// Run until a termination signal; returns why the loop stopped.
+pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
+    let mut xen = PrivcmdXen::open()?;
+    tracing::info!(
+        "Xen {} (domctl interface {:#x}), hypercall buffers from {}",
+        xen.xen_version(),
+        xen.domctl_interface_version(),
+        if xen.buffers_from_device { "/dev/xen/hypercall" } else { "locked anonymous memory" }
+    );
+    let driver = driver_of(args.sbdf).unwrap_or_else(|| "none".into());
+    if !matches!(driver.as_str(), "pciback" | "xen-pciback") {
+        return Err(RunError::NotAssignable { sbdf: args.sbdf, driver });
+    }
+    let info = xen.domain_info(args.domid).map_err(|source| RunError::Domain { domid: args.domid, source })?;
+    let profile = args.profile.unwrap_or(if info.kind == GuestKind::Pvh { Profile::Pvh } else { Profile::Hvm });
+    let host = SysfsDevice::open(args.sbdf, true)?;
+    let mut granted = Granted { assigned: false, iomem: Vec::new(), ioports: Vec::new() };
+    if args.assign {
+        if let Err(e) = do_assign(&mut xen, args.domid, &host, &mut granted) {
+            undo_assign(&mut xen, args.domid, args.sbdf, &granted);
+            return Err(RunError::Assign(e));
+        }
+    }
+    let guest_sbdf = Sbdf::new(0, 0, args.guest_slot, 0);
+    let opts = DeviceOptions { domid: args.domid, guest_sbdf, profile, permissive: args.permissive };
+    if args.permissive {
+        tracing::warn!("permissive mode: guest writes to unknown registers of {} reach the device", args.sbdf);
+    }
+    let mut inst = match runner::start(&mut xen, Box::new(host), opts) {
+        Ok(i) => i,
+        Err(e) => {
+            undo_assign(&mut xen, args.domid, args.sbdf, &granted);
+            return Err(e.into());
+        }
+    };
+    let result = (|| -> Result<StopReason, RunError> {
+        let mut ev = EventLoop::new(&xen)?;
+        ev.catch_termination_signals()?;
+        tracing::info!("serving {} to domain {} at guest {guest_sbdf} ({profile:?})", args.sbdf, args.domid);
+        if let Some(fd) = args.ready_fd {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(format!("/proc/self/fd/{fd}"))
+                .map_err(|source| RunError::Ready { fd, source })?;
+            writeln!(f, "ready {} d{} {guest_sbdf}", args.sbdf, args.domid).map_err(|source| RunError::Ready { fd, source })?;
+        }
+        Ok(runner::serve(&mut xen, &mut inst, &mut ev)?)
+    })();
+    for e in runner::shutdown(&mut xen, &mut inst) {
+        tracing::warn!("teardown: {e}");
+    }
+    undo_assign(&mut xen, args.domid, args.sbdf, &granted);
+    result
+}
