@@ -138,7 +138,8 @@ pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
                 .write(true)
                 .open(format!("/proc/self/fd/{fd}"))
                 .map_err(|source| RunError::Ready { fd, source })?;
-            writeln!(f, "ready {} d{} {guest_sbdf}", args.sbdf, args.domid).map_err(|source| RunError::Ready { fd, source })?;
+            writeln!(f, "ready {} d{} {guest_sbdf}", args.sbdf, args.domid)
+                .map_err(|source| RunError::Ready { fd, source })?;
         }
         Ok(runner::serve(&mut xen, &mut inst, &mut ev)?)
     })();

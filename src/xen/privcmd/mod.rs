@@ -180,7 +180,12 @@ fn open_dev(path: &'static str, nonblock: bool) -> Result<File, OpenError> {
     if nonblock {
         flags |= libc::O_NONBLOCK;
     }
-    OpenOptions::new().read(true).write(true).custom_flags(flags).open(path).map_err(|source| OpenError::Open { path, source })
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(|source| OpenError::Open { path, source })
 }
 
 impl PrivcmdXen {
@@ -199,11 +204,14 @@ impl PrivcmdXen {
             bound: BTreeSet::new(),
             buffers_from_device: from_dev,
         };
-        let raw = x.hypercall(HYPERVISOR_XEN_VERSION, [XENVER_VERSION, 0, 0, 0, 0]).map_err(|e| OpenError::Version(XenError::new("xen_version", 0, e)))?;
+        let raw = x
+            .hypercall(HYPERVISOR_XEN_VERSION, [XENVER_VERSION, 0, 0, 0, 0])
+            .map_err(|e| OpenError::Version(XenError::new("xen_version", 0, e)))?;
         x.version = XenVersion { major: (raw >> 16) as u16, minor: raw as u16 };
         let first = domctl_version(x.version.major, x.version.minor).ok_or(OpenError::UnknownXen(x.version))?;
         // Probe with getdomaininfo of dom0: EACCES means the version is wrong.
-        let candidates: Vec<u32> = if x.version == (XenVersion { major: 4, minor: 10 }) { vec![first, 0x0e] } else { vec![first] };
+        let candidates: Vec<u32> =
+            if x.version == (XenVersion { major: 4, minor: 10 }) { vec![first, 0x0e] } else { vec![first] };
         for v in &candidates {
             x.domctl_version = *v;
             match x.domctl_raw(XenDomctl::new(XEN_DOMCTL_GETDOMAININFO, *v, 0)) {
@@ -246,7 +254,13 @@ impl PrivcmdXen {
         Ok((r, self.buf.get()))
     }
 
-    fn domctl<T: Copy>(&mut self, op: &'static str, cmd: u32, domid: DomId, payload: &T) -> XenResult<(i64, XenDomctl)> {
+    fn domctl<T: Copy>(
+        &mut self,
+        op: &'static str,
+        cmd: u32,
+        domid: DomId,
+        payload: &T,
+    ) -> XenResult<(i64, XenDomctl)> {
         let mut d = XenDomctl::new(cmd, self.domctl_version, domid);
         d.set(payload);
         self.domctl_raw(d).map_err(|e| XenError::new(op, domid, e))
@@ -262,7 +276,8 @@ impl PrivcmdXen {
         unsafe { std::ptr::copy_nonoverlapping(payload as *const T as *const u8, d.u.as_mut_ptr().cast::<u8>(), n) };
         let mut b = PrivcmdDmOpBuf { uptr: &mut d as *mut XenDmOp as u64, size: std::mem::size_of::<XenDmOp>() as u64 };
         let mut arg = PrivcmdDmOp { dom: domid, num: 1, pad: 0, ubufs: &mut b as *mut PrivcmdDmOpBuf as u64 };
-        self.ioctl(self.privcmd.as_raw_fd(), IOCTL_PRIVCMD_DM_OP, &mut arg).map_err(|e| XenError::new(name, domid, e))?;
+        self.ioctl(self.privcmd.as_raw_fd(), IOCTL_PRIVCMD_DM_OP, &mut arg)
+            .map_err(|e| XenError::new(name, domid, e))?;
         // SAFETY: copying the (possibly updated) union back into the payload.
         unsafe { std::ptr::copy_nonoverlapping(d.u.as_ptr().cast::<u8>(), payload as *mut T as *mut u8, n) };
         Ok(())
@@ -270,7 +285,8 @@ impl PrivcmdXen {
 
     fn physdev<T: Copy>(&mut self, name: &'static str, domid: DomId, cmd: u64, v: &T) -> XenResult<T> {
         self.buf.put(v);
-        self.hypercall(HYPERVISOR_PHYSDEV_OP, [cmd, self.buf.addr(), 0, 0, 0]).map_err(|e| XenError::new(name, domid, e))?;
+        self.hypercall(HYPERVISOR_PHYSDEV_OP, [cmd, self.buf.addr(), 0, 0, 0])
+            .map_err(|e| XenError::new(name, domid, e))?;
         Ok(self.buf.get())
     }
 
@@ -333,7 +349,14 @@ impl Xen for PrivcmdXen {
         // SAFETY: a shared mapping of one page of the privcmd device, to be filled by
         // IOCTL_PRIVCMD_MMAP_RESOURCE; checked for failure below.
         let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), PAGE_BYTES, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, self.privcmd.as_raw_fd(), 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                PAGE_BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                self.privcmd.as_raw_fd(),
+                0,
+            )
         };
         if p == libc::MAP_FAILED {
             return Err(err(last_errno()));
@@ -400,7 +423,9 @@ impl Xen for PrivcmdXen {
         loop {
             match self.evtchn.read(&mut buf) {
                 Ok(0) => return Ok(()),
-                Ok(n) => out.extend(buf[..n - n % 4].chunks_exact(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))),
+                Ok(n) => {
+                    out.extend(buf[..n - n % 4].chunks_exact(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])))
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) if e.raw_os_error() == Some(libc::EFBIG) => {
@@ -422,7 +447,8 @@ impl Xen for PrivcmdXen {
     }
 
     fn memory_mapping(&mut self, domid: DomId, gfn: u64, mfn: u64, nr: u64, add: bool) -> XenResult<u64> {
-        let p = DomctlMemoryMapping { first_gfn: gfn, first_mfn: mfn, nr_mfns: nr, add_mapping: add as u32, padding: 0 };
+        let p =
+            DomctlMemoryMapping { first_gfn: gfn, first_mfn: mfn, nr_mfns: nr, add_mapping: add as u32, padding: 0 };
         let (r, _) = self.domctl("memory_mapping", XEN_DOMCTL_MEMORY_MAPPING, domid, &p)?;
         // 0 = all done; a positive value below nr = partial progress.
         Ok(if r > 0 && (r as u64) < nr { r as u64 } else { nr })
@@ -518,7 +544,11 @@ impl PrivcmdXen {
             machine_sbdf: sbdf.to_u32(),
             pad: [0; 3],
         };
-        let (cmd, name) = if assign { (XEN_DOMCTL_ASSIGN_DEVICE, "assign_device") } else { (XEN_DOMCTL_DEASSIGN_DEVICE, "deassign_device") };
+        let (cmd, name) = if assign {
+            (XEN_DOMCTL_ASSIGN_DEVICE, "assign_device")
+        } else {
+            (XEN_DOMCTL_DEASSIGN_DEVICE, "deassign_device")
+        };
         self.domctl(name, cmd, domid, &p).map(|_| ())
     }
 }
