@@ -401,31 +401,6 @@ pub fn domctl_version(major: u16, minor: u16) -> Option<u32> {
     DOMCTL_VERSIONS.iter().find(|(v, _)| *v == (major, minor)).map(|&(_, i)| i)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn domctl_versions_follow_the_release_table() {
-        assert_eq!(domctl_version(4, 17), Some(0x15));
-        assert_eq!(domctl_version(4, 19), Some(0x17));
-        assert_eq!(domctl_version(4, 21), Some(0x17));
-        assert_eq!(domctl_version(4, 22), Some(0x18));
-        assert_eq!(domctl_version(4, 10), Some(0x0f));
-        assert_eq!(domctl_version(4, 9), None);
-        assert_eq!(domctl_version(4, 23), None);
-    }
-
-    #[test]
-    fn domctl_payload_lands_at_offset_16() {
-        let mut d = XenDomctl::new(XEN_DOMCTL_MEMORY_MAPPING, 0x15, 3);
-        d.set(&DomctlMemoryMapping { first_gfn: 0x1122, first_mfn: 0x3344, nr_mfns: 2, add_mapping: 1, padding: 0 });
-        assert_eq!(&d.u[0..8], &0x1122u64.to_le_bytes());
-        assert_eq!(&d.u[8..16], &0x3344u64.to_le_bytes());
-        assert_eq!(d.u[24], 1);
-    }
-}
-
 /// Sizes, offsets and constants of this module under the names the C headers use, for
 /// the cross-check against Debian's libxen-dev headers (tests/abi_headers.rs).
 pub fn layout_facts() -> Vec<(&'static str, u64)> {
@@ -537,4 +512,29 @@ pub fn layout_facts() -> Vec<(&'static str, u64)> {
         "const STATE_IORESP_READY" => io::STATE_IORESP_READY,
         "const MAX_NR_IOREQ_SERVERS" => io::MAX_NR_IOREQ_SERVERS,
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domctl_versions_follow_the_release_table() {
+        assert_eq!(domctl_version(4, 17), Some(0x15));
+        assert_eq!(domctl_version(4, 19), Some(0x17));
+        assert_eq!(domctl_version(4, 21), Some(0x17));
+        assert_eq!(domctl_version(4, 22), Some(0x18));
+        assert_eq!(domctl_version(4, 10), Some(0x0f));
+        assert_eq!(domctl_version(4, 9), None);
+        assert_eq!(domctl_version(4, 23), None);
+    }
+
+    #[test]
+    fn domctl_payload_lands_at_offset_16() {
+        let mut d = XenDomctl::new(XEN_DOMCTL_MEMORY_MAPPING, 0x15, 3);
+        d.set(&DomctlMemoryMapping { first_gfn: 0x1122, first_mfn: 0x3344, nr_mfns: 2, add_mapping: 1, padding: 0 });
+        assert_eq!(&d.u[0..8], &0x1122u64.to_le_bytes());
+        assert_eq!(&d.u[8..16], &0x3344u64.to_le_bytes());
+        assert_eq!(d.u[24], 1);
+    }
 }
