@@ -5,7 +5,9 @@
 use crate::bars::mapper::Mapper;
 use crate::bars::plan::Plan;
 use crate::bars::BarState;
-use crate::config_space::caps::msix::{MsixLayout, CONTROL_ENABLE_BIT, CONTROL_MASKALL_BIT};
+use crate::config_space::caps::msix::{
+    MsixLayout, CONTROL_ENABLE_BIT, CONTROL_MASKALL_BIT, ENTRY_MASKED_BIT, ENTRY_SIZE, ENTRY_VECTOR_CTRL_OFFSET,
+};
 use crate::config_space::caps::{self, CapLayout};
 use crate::config_space::header::{self, HeaderInputs};
 use crate::config_space::{ConfigSpace, Hook, Touched};
@@ -14,7 +16,7 @@ use crate::ioreq::{IoHandler, Request};
 use crate::log::RateLimit;
 use crate::msi::msix::{Msix, MsixEffect};
 use crate::pci::*;
-use crate::pirq::PirqTable;
+use crate::pirq::{PirqTable, Vector};
 use crate::xen::{DomId, IoservId, Xen, XenError};
 use crate::{guest_warn, Profile};
 
@@ -29,6 +31,11 @@ pub enum DeviceError {
          Boot dom0 with pci=resource_alignment={sbdf} (or reassign the BAR) and try again"
     )]
     UnalignedBar { sbdf: Sbdf, bar: u8, base: u64 },
+    #[error(
+        "{sbdf}: BAR{bar} ({size:#x} bytes at {base:#x}) shares its 4 KiB page with {others}; mapping it would give the \
+         guest their registers (XSA-461). Boot dom0 with pci=resource_alignment={sbdf} so the BAR gets a page of its own"
+    )]
+    SharedPage { sbdf: Sbdf, bar: u8, base: u64, size: u64, others: String },
 }
 
 #[derive(Clone, Debug)]
@@ -89,33 +96,33 @@ impl DeviceModel {
         if header_type != 0 {
             return Err(DeviceError::NotEndpoint { sbdf, header: host_cfg[HEADER_TYPE_OFFSET as usize] });
         }
+        let mut resources = resources;
         for b in resources.bars.iter().flatten() {
-            if b.kind != BarKind::Io && b.base % PAGE_SIZE != 0 {
+            if b.kind == BarKind::Io {
+                continue;
+            }
+            if b.base % PAGE_SIZE != 0 {
                 return Err(DeviceError::UnalignedBar { sbdf, bar: b.index, base: b.base });
+            }
+            if b.size < PAGE_SIZE {
+                let others = host.page_sharers(b)?;
+                if !others.is_empty() {
+                    let others = others.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ");
+                    return Err(DeviceError::SharedPage { sbdf, bar: b.index, base: b.base, size: b.size, others });
+                }
+            }
+        }
+        // The ROM is optional: one that is unaligned or shares its page is hidden, not fatal.
+        if let Some(r) = resources.rom {
+            let shared = r.size < PAGE_SIZE && !host.page_sharers(&r)?.is_empty();
+            if r.base % PAGE_SIZE != 0 || shared {
+                tracing::warn!(device = %sbdf, "expansion ROM at {:#x} is unaligned or shares its page; not offered to the guest", r.base);
+                resources.rom = None;
             }
         }
         let mut cfg = ConfigSpace::new(sbdf, size.max(CONFIG_SPACE_SIZE));
         cfg.set_permissive(opts.permissive);
-        let mut caps = caps::build(&mut cfg, &host_cfg, opts.profile);
-        // An MSI-X table must sit inside a memory BAR that exists and is large enough.
-        if let Some(m) = caps.msix {
-            let fits = |bar: u8, off: u64, len: u64| {
-                resources
-                    .bars
-                    .get(bar as usize)
-                    .copied()
-                    .flatten()
-                    .is_some_and(|b| b.kind != BarKind::Io && off + len <= b.size)
-            };
-            if !fits(m.table_bar, m.table_offset, m.table_len()) || !fits(m.pba_bar, m.pba_offset, m.pba_len()) {
-                caps.msix = None;
-                if let Some(c) = caps.caps.iter_mut().find(|c| c.offset == m.cap_offset) {
-                    c.hidden = Some("MSI-X table or PBA lies outside its BAR");
-                }
-                cfg.hide(m.cap_offset, 2);
-                caps.warnings.push(format!("{sbdf}: MSI-X table/PBA outside BAR; MSI-X hidden"));
-            }
-        }
+        let caps = caps::build(&mut cfg, &host_cfg, &resources, opts.profile);
         let inputs = HeaderInputs {
             host_cfg: &host_cfg,
             ids,
@@ -155,7 +162,8 @@ impl DeviceModel {
 
     /// Put the host function in the state xenpt maintains: decode on for every
     /// implemented BAR (XSA-126; the guest only toggles virtual bits), INTx disabled
-    /// while no INTx is bound, MSI and MSI-X off until the guest enables them.
+    /// while no INTx is bound, MSI and MSI-X off until the guest enables them (a previous
+    /// owner may have left them on).
     fn prepare_host(&mut self, host_cfg: &[u8]) -> Result<(), HostError> {
         let cmd = le16(host_cfg, COMMAND_OFFSET);
         let mut want = cmd | COMMAND_INTX_DISABLE_BIT;
@@ -172,6 +180,12 @@ impl DeviceModel {
             let ctrl = le16(host_cfg, m.cap_offset + 2);
             if ctrl & (CONTROL_ENABLE_BIT | CONTROL_MASKALL_BIT) != 0 {
                 self.host.config_write(m.cap_offset + 2, 2, 0)?;
+            }
+        }
+        if let Some(msi) = self.caps.caps.iter().find(|c| c.id == CAP_ID_MSI) {
+            let ctrl = le16(host_cfg, msi.offset + 2);
+            if ctrl & 1 != 0 {
+                self.host.config_write(msi.offset + 2, 2, (ctrl & !1) as u32)?;
             }
         }
         Ok(())
@@ -215,6 +229,9 @@ impl DeviceModel {
             }
             Hook::Rom => {
                 let moved = self.bars.on_rom_write(&self.cfg);
+                if (t.old ^ t.new) & ROM_ENABLE_BIT != 0 {
+                    self.set_host_rom_enable(t.new & ROM_ENABLE_BIT != 0);
+                }
                 if moved || (t.old ^ t.new) & ROM_ENABLE_BIT != 0 {
                     self.sync_bars(xen);
                 }
@@ -235,6 +252,24 @@ impl DeviceModel {
         }
     }
 
+    /// The ROM decodes only while its enable bit is set in the device; the guest's virtual
+    /// enable is mirrored there (its address bits stay the host's).
+    fn set_host_rom_enable(&mut self, on: bool) {
+        let cur = match self.host.config_read(ROM_BAR_OFFSET, 4) {
+            Ok(v) => v,
+            Err(e) => {
+                guest_warn!(self.log, device = %self.host_sbdf, "reading the host ROM BAR: {e}");
+                return;
+            }
+        };
+        let want = if on { cur | ROM_ENABLE_BIT } else { cur & !ROM_ENABLE_BIT };
+        if want != cur {
+            if let Err(e) = self.host.config_write(ROM_BAR_OFFSET, 4, want) {
+                guest_warn!(self.log, device = %self.host_sbdf, "setting the host ROM enable: {e}");
+            }
+        }
+    }
+
     fn msix_layout(&self) -> Option<MsixLayout> {
         self.msix.as_ref().map(|m| m.layout)
     }
@@ -248,20 +283,46 @@ impl DeviceModel {
         let plan = self.bars.plan(cmd & COMMAND_MEMORY_BIT != 0, cmd & COMMAND_IO_BIT != 0, rom_on, layout.as_ref());
         for e in self.mapper.apply(xen, &plan) {
             self.stats.map_errors += 1;
-            tracing::error!(device = %self.host_sbdf, domid = self.opts.domid, "BAR mapping failed: {e}");
+            guest_warn!(self.log, device = %self.host_sbdf, domid = self.opts.domid, "BAR mapping failed: {e}");
         }
         if let Some(m) = layout {
             let gtable = self.bars.msix_table_gaddr(cmd & COMMAND_MEMORY_BIT != 0, &m);
             if let Some(g) = gtable {
                 if g != self.bound_gtable && self.pirqs.iter().any(|(_, s)| s.bound.is_some()) {
-                    for e in self.pirqs.rebind_gtable(xen, g) {
+                    let unmasked = self.msix_unmasked_now(&m);
+                    let (errors, lost) = self.pirqs.rebind_gtable(xen, g, |v| match v {
+                        Vector::Msix(e) => unmasked.get(e as usize).copied().unwrap_or(false),
+                    });
+                    for e in errors {
                         self.stats.bind_errors += 1;
-                        tracing::error!(device = %self.host_sbdf, "re-binding MSI-X after the table moved failed: {e}");
+                        guest_warn!(self.log, device = %self.host_sbdf, "re-binding MSI-X after the table moved failed: {e}");
+                    }
+                    if let Some(msix) = self.msix.as_mut() {
+                        for Vector::Msix(e) in lost {
+                            msix.bind_failed(e);
+                        }
                     }
                     self.bound_gtable = g;
                 }
             }
         }
+    }
+
+    /// Whether each MSI-X vector is unmasked as the guest sees it now. Xen's msixtbl
+    /// answered the guest's mask writes, so xenpt's copy may be stale: the device's own
+    /// vector-control word (which Xen keeps as guest mask OR host mask) is the better
+    /// source when the backend can read it; otherwise the last value xenpt saw.
+    fn msix_unmasked_now(&self, m: &MsixLayout) -> Vec<bool> {
+        let Some(msix) = self.msix.as_ref() else { return Vec::new() };
+        (0..m.entries)
+            .map(|e| {
+                let off = m.table_offset + e as u64 * ENTRY_SIZE + ENTRY_VECTOR_CTRL_OFFSET;
+                match self.host.bar_read(m.table_bar, off, 4) {
+                    Ok(v) => v as u32 & ENTRY_MASKED_BIT == 0,
+                    Err(_) => !msix.entries[e as usize].masked(),
+                }
+            })
+            .collect()
     }
 
     fn apply_msix(&mut self, xen: &mut dyn Xen, fx: Vec<MsixEffect>) {
@@ -270,8 +331,8 @@ impl DeviceModel {
         let gtable = self.bars.msix_table_gaddr(self.command() & COMMAND_MEMORY_BIT != 0, &layout).unwrap_or(0);
         for f in fx {
             match f {
-                MsixEffect::Bind { entry, msg, masked } => {
-                    match self.pirqs.bind_msix(xen, entry, table_base, msg, masked, gtable) {
+                MsixEffect::Bind { entry, msg, unmask } => {
+                    match self.pirqs.bind_msix(xen, entry, table_base, msg, unmask, gtable) {
                         Ok(_) => self.bound_gtable = gtable,
                         Err(e) => {
                             self.stats.bind_errors += 1;
@@ -282,25 +343,42 @@ impl DeviceModel {
                         }
                     }
                 }
+                MsixEffect::Unbind { entry } => {
+                    if let Err(e) = self.pirqs.unbind(xen, Vector::Msix(entry)) {
+                        guest_warn!(self.log, device = %self.host_sbdf, "masking MSI-X entry {entry} (unbind): {e}");
+                    }
+                }
                 MsixEffect::ReleaseAll => {
                     for e in self.pirqs.release_all(xen) {
-                        tracing::error!(device = %self.host_sbdf, "releasing MSI-X vectors: {e}");
+                        guest_warn!(self.log, device = %self.host_sbdf, "releasing MSI-X vectors: {e}");
                     }
                 }
                 MsixEffect::HostControl { enable, maskall } => {
                     let v = if enable { CONTROL_ENABLE_BIT } else { 0 } | if maskall { CONTROL_MASKALL_BIT } else { 0 };
                     if let Err(e) = self.host.config_write(layout.cap_offset + 2, 2, v as u32) {
-                        tracing::error!(device = %self.host_sbdf, "setting host MSI-X control: {e}");
+                        guest_warn!(self.log, device = %self.host_sbdf, "setting host MSI-X control: {e}");
                     }
                 }
             }
         }
     }
 
+    /// Where a trapped guest access lands: (BAR, offset) if it is naturally aligned, of
+    /// size 1/2/4/8 and entirely inside the host BAR (guest BARs may be larger than the
+    /// host's, rounded up to a page).
+    fn locate_checked(&self, addr: u64, size: u32) -> Option<(u8, u64)> {
+        if !matches!(size, 1 | 2 | 4 | 8) || addr % size as u64 != 0 {
+            return None;
+        }
+        let (bar, off) = self.bars.locate(addr)?;
+        let host = self.resources.bars.get(bar as usize).copied().flatten()?;
+        (off.checked_add(size as u64)? <= host.size).then_some((bar, off))
+    }
+
     /// A guest read of a trapped MMIO range (MSI-X table, PBA, neighbouring registers).
     pub fn mmio_read(&mut self, addr: u64, size: u32) -> u64 {
         let ones = if size >= 8 { !0 } else { (1u64 << (size * 8)) - 1 };
-        let Some((bar, off)) = self.bars.locate(addr) else {
+        let Some((bar, off)) = self.locate_checked(addr, size) else {
             self.stats.bad_mmio += 1;
             return ones;
         };
@@ -322,10 +400,15 @@ impl DeviceModel {
         }
     }
 
-    /// A guest write of a trapped MMIO range.
+    /// A guest write of a trapped MMIO range: the MSI-X table is emulated, PBA writes are
+    /// dropped, and other registers sharing the trapped pages (NVMe, AX210) are forwarded.
     pub fn mmio_write(&mut self, xen: &mut dyn Xen, addr: u64, size: u32, value: u64) {
-        let located = self.bars.locate(addr);
-        if let (Some((bar, off)), Some(m)) = (located, self.msix.as_mut()) {
+        let Some((bar, off)) = self.locate_checked(addr, size) else {
+            self.stats.bad_mmio += 1;
+            guest_warn!(self.log, device = %self.host_sbdf, "malformed or out-of-BAR MMIO write at {addr:#x} size {size} dropped");
+            return;
+        };
+        if let Some(m) = self.msix.as_mut() {
             let l = m.layout;
             if bar == l.table_bar && off >= l.table_offset && off < l.table_offset + l.table_len() {
                 self.stats.msix_table_writes += 1;
@@ -338,14 +421,28 @@ impl DeviceModel {
                 }
                 return;
             }
+            if bar == l.pba_bar && off >= l.pba_offset && off < l.pba_offset + l.pba_len() {
+                self.stats.dropped_mmio_writes += 1;
+                guest_warn!(self.log, device = %self.host_sbdf, "write to the MSI-X PBA dropped");
+                return;
+            }
         }
-        self.stats.dropped_mmio_writes += 1;
-        guest_warn!(self.log, device = %self.host_sbdf, "write to trapped MMIO {addr:#x} outside the MSI-X table dropped");
+        if let Err(e) = self.host.bar_write(bar, off, size as u8, value) {
+            self.stats.dropped_mmio_writes += 1;
+            guest_warn!(self.log, device = %self.host_sbdf, "write to BAR{bar}+{off:#x} next to the MSI-X table dropped: {e}");
+        }
     }
 
     /// Ordered teardown: unbind and unmap every pirq, turn host MSI-X off, unmap every BAR
     /// and trapped range. Continues past errors and returns them.
     pub fn teardown(&mut self, xen: &mut dyn Xen) -> Vec<XenError> {
+        // Stop DMA first (XSA-302): the device must not write guest memory while it is
+        // being taken apart.
+        if let Ok(cmd) = self.host.config_read(COMMAND_OFFSET, 2) {
+            if cmd as u16 & COMMAND_MASTER_BIT != 0 {
+                let _ = self.host.config_write(COMMAND_OFFSET, 2, cmd & !(COMMAND_MASTER_BIT as u32));
+            }
+        }
         let mut errors = self.pirqs.release_all(xen);
         if let Some(m) = self.msix_layout() {
             let _ = self.host.config_write(m.cap_offset + 2, 2, 0);

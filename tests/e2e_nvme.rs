@@ -50,9 +50,9 @@ fn nvme_data_round_trips_with_the_exact_xen_operation_sequence() {
     want.extend([
         "unmap_io_range(d1, Memory 0xf0002000-0xf0003fff)".to_string(),
         "memory_mapping(d1, gfn 0xf0000 mfn 0xfe000 nr 2 remove)".into(),
-        "evtchn_unbind(d0, port 1)".into(),
         "set_ioreq_server_state(d1, server 0 enabled=false)".into(),
         "destroy_ioreq_server(d1, server 0)".into(),
+        "evtchn_unbind(d0, port 1)".into(),
     ]);
     assert_eq!(ops, want);
 

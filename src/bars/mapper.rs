@@ -29,7 +29,8 @@ impl Mapper {
         &self.current
     }
 
-    /// `XEN_DOMCTL_memory_mapping`, continuing partial progress. On an add failure the
+    /// `XEN_DOMCTL_memory_mapping`, continuing partial progress (the trait returns the
+    /// number of frames done; real Xen's 0 for "all done" is normalised by the backend). On an add failure the
     /// part already added is removed again, so nothing half-mapped is left behind.
     fn memory_mapping(&mut self, xen: &mut dyn Xen, r: MmioRun, add: bool) -> Result<(), XenError> {
         let mut done = 0;
@@ -42,6 +43,11 @@ impl Mapper {
                     self.stats.failures += 1;
                     if add && done > 0 {
                         let _ = self.memory_mapping(xen, MmioRun { nr: done, ..r }, false);
+                    }
+                    if !add && done > 0 {
+                        // Those frames are gone from Xen: forget them, so the record stays
+                        // exact and nothing is unmapped twice.
+                        remove_mmio(&mut self.current.mmio, MmioRun { nr: done, ..r });
                     }
                     return Err(e);
                 }

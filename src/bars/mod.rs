@@ -1,9 +1,11 @@
 //! BARs: the guest's committed BAR addresses, the planner that turns them into mappings,
 //! and the mapper that applies the difference through the Xen boundary.
 //!
-//! Committing: a 32-bit BAR commits on its write; a 64-bit BAR commits when its upper
-//! half is written (the lower half alone would be an intermediate address), and every BAR
-//! re-commits when the guest toggles a decode bit.
+//! Committing: a 32-bit BAR commits on its write; a 64-bit BAR commits once both of its
+//! halves have been written since its last commit, in either order (one half alone is an
+//! intermediate address, never mapped), and every BAR re-commits when the guest toggles a
+//! decode bit. The sizing pattern and addresses over the x86 interrupt/firmware window
+//! (0xFEC0_0000..4 GiB: IO-APIC, LAPIC, HPET, BIOS) count as "not mapped".
 
 pub mod mapper;
 pub mod plan;
@@ -17,6 +19,9 @@ use plan::{MemBarInput, Plan, PortRun};
 
 /// Guest physical addresses at or above this are refused (the guest's address width).
 pub const GUEST_ADDR_LIMIT: u64 = 1 << 46;
+/// The x86 window below 4 GiB that a BAR must never cover (IO-APIC at 0xFEC0_0000, LAPIC at
+/// 0xFEE0_0000, HPET, the BIOS): mapping over it would shadow the guest's interrupt hardware.
+pub const RESERVED_WINDOW: (u64, u64) = (0xfec0_0000, 0x1_0000_0000);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GuestBar {
@@ -30,12 +35,16 @@ pub struct GuestBar {
 pub struct BarState {
     pub bars: [Option<GuestBar>; 6],
     pub rom: Option<GuestBar>,
+    /// Per 64-bit BAR: halves written since its last commit (bit 0 low, bit 1 high).
+    halves: [u8; 6],
+    /// Whether the guest's ROM enable bit is set (a disabled ROM claims no addresses).
+    pub rom_enabled: bool,
 }
 
 impl BarState {
     pub fn new(res: &HostResources) -> Self {
         let g = |h: HostBar| GuestBar { host: h, guest_size: guest_bar_size(h.kind, h.size), committed: 0 };
-        BarState { bars: res.bars.map(|b| b.map(g)), rom: res.rom.map(g) }
+        BarState { bars: res.bars.map(|b| b.map(g)), rom: res.rom.map(g), halves: [0; 6], rom_enabled: false }
     }
 
     /// The guest's current register value for BAR `i`, address bits only.
@@ -62,8 +71,12 @@ impl BarState {
             None => return false,
         };
         let Some(b) = self.bars[idx].as_mut() else { return false };
-        if b.host.kind == BarKind::Mem64 && !upper {
-            return false; // wait for the upper half
+        if b.host.kind == BarKind::Mem64 {
+            self.halves[idx] |= if upper { 2 } else { 1 };
+            if self.halves[idx] != 3 {
+                return false; // wait for the other half
+            }
+            self.halves[idx] = 0;
         }
         let a = Self::register_addr(cfg, b);
         let changed = a != b.committed;
@@ -72,8 +85,10 @@ impl BarState {
     }
 
     pub fn on_rom_write(&mut self, cfg: &ConfigSpace) -> bool {
+        let reg = cfg.emulated(ROM_BAR_OFFSET, 4);
+        self.rom_enabled = reg & ROM_ENABLE_BIT != 0;
         let Some(r) = self.rom.as_mut() else { return false };
-        let a = cfg.emulated(ROM_BAR_OFFSET, 4) as u64 & !0x7ff;
+        let a = reg as u64 & !0x7ff;
         let changed = a != r.committed;
         r.committed = a;
         changed
@@ -84,6 +99,7 @@ impl BarState {
         for b in self.bars.iter_mut().flatten() {
             b.committed = Self::register_addr(cfg, b);
         }
+        self.halves = [0; 6];
         self.on_rom_write(cfg);
     }
 
@@ -92,14 +108,23 @@ impl BarState {
         if a == 0 || a % b.guest_size != 0 || a.checked_add(b.guest_size).is_none_or(|e| e > GUEST_ADDR_LIMIT) {
             return false;
         }
-        if b.host.kind == BarKind::Mem32 && a + b.guest_size > 1 << 32 {
+        let end = a + b.guest_size;
+        if b.host.kind != BarKind::Mem64 && end > 1 << 32 {
             return false;
         }
-        // Overlap with another memory BAR of this device maps nothing for either.
-        let overlaps =
-            |o: &GuestBar| o.committed < a + b.guest_size && a < o.committed + o.guest_size && o.committed != 0;
+        // The sizing pattern (every address bit set) is a probe, not an address.
+        let width_mask: u64 = if b.host.kind == BarKind::Mem64 { !0 } else { 0xffff_ffff };
+        if a | (b.guest_size - 1) == width_mask {
+            return false;
+        }
+        if a < RESERVED_WINDOW.1 && RESERVED_WINDOW.0 < end {
+            return false;
+        }
+        // Overlap with another memory BAR (or the enabled ROM) of this device maps nothing
+        // for either.
+        let overlaps = |o: &GuestBar| o.committed != 0 && o.committed < end && a < o.committed + o.guest_size;
         let others = self.bars.iter().enumerate().filter(|(j, _)| Some(*j) != idx).filter_map(|(_, o)| o.as_ref());
-        let others = others.chain(self.rom.iter().filter(|_| idx.is_some()));
+        let others = others.chain(self.rom.iter().filter(|_| idx.is_some() && self.rom_enabled));
         !others.filter(|o| o.host.kind != BarKind::Io).any(overlaps)
     }
 
@@ -160,7 +185,7 @@ impl BarState {
         (mem_decode && self.valid_mem(Some(m.table_bar as usize), b)).then_some(b.committed + m.table_offset)
     }
 
-    /// Which BAR and offset a trapped guest address falls in.
+    /// Which BAR and offset a trapped guest address falls in (memory BARs only).
     pub fn locate(&self, gpa: u64) -> Option<(u8, u64)> {
         self.bars
             .iter()
@@ -169,5 +194,65 @@ impl BarState {
                 b.host.kind != BarKind::Io && b.committed != 0 && b.committed <= gpa && gpa < b.committed + b.guest_size
             })
             .map(|b| (b.host.index, gpa - b.committed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config_space::{ConfigSpace, Reg};
+    use crate::host::{HostBar, HostResources};
+
+    fn setup() -> (BarState, ConfigSpace) {
+        let mut r = HostResources::default();
+        r.bars[0] =
+            Some(HostBar { index: 0, base: 0xfe00_0000, size: 0x4000, kind: BarKind::Mem64, prefetchable: false });
+        r.bars[2] =
+            Some(HostBar { index: 2, base: 0xfd00_0000, size: 0x1000, kind: BarKind::Mem32, prefetchable: false });
+        let mut cfg = ConfigSpace::new(crate::pci::Sbdf::new(0, 1, 0, 0), 256);
+        for off in [0x10u16, 0x14, 0x18] {
+            cfg.define(off, 4, Reg::scratch(0, !0));
+        }
+        (BarState::new(&r), cfg)
+    }
+
+    fn write(st: &mut BarState, cfg: &mut ConfigSpace, reg: u8, v: u32) -> bool {
+        cfg.set(0x10 + 4 * reg as u16, 4, v);
+        st.on_bar_write(cfg, reg)
+    }
+
+    #[test]
+    fn a_64bit_bar_commits_after_both_halves_in_either_order() {
+        let (mut st, mut cfg) = setup();
+        assert!(!write(&mut st, &mut cfg, 1, 0x1), "upper half alone: intermediate");
+        assert_eq!(st.bars[0].unwrap().committed, 0);
+        assert!(write(&mut st, &mut cfg, 0, 0xe000_0004), "both halves now");
+        assert_eq!(st.bars[0].unwrap().committed, 0x1_e000_0000);
+        assert!(!write(&mut st, &mut cfg, 0, 0xd000_0004), "lower half alone: intermediate");
+        assert!(write(&mut st, &mut cfg, 1, 0x0));
+        assert_eq!(st.bars[0].unwrap().committed, 0xd000_0000);
+    }
+
+    #[test]
+    fn sizing_patterns_and_the_interrupt_window_map_nothing() {
+        let (mut st, mut cfg) = setup();
+        write(&mut st, &mut cfg, 2, 0xffff_f000);
+        assert!(st.plan(true, false, false, None).mmio.is_empty(), "sizing pattern of a 32-bit BAR");
+        write(&mut st, &mut cfg, 2, 0xfee0_0000);
+        assert!(st.plan(true, false, false, None).mmio.is_empty(), "over the LAPIC");
+        write(&mut st, &mut cfg, 2, 0xf000_0000);
+        assert_eq!(st.plan(true, false, false, None).mmio.len(), 1);
+        assert!(st.plan(false, false, false, None).mmio.is_empty(), "decode off");
+    }
+
+    #[test]
+    fn overlapping_bars_of_one_device_map_neither() {
+        let (mut st, mut cfg) = setup();
+        write(&mut st, &mut cfg, 0, 0xf000_0004);
+        write(&mut st, &mut cfg, 1, 0);
+        write(&mut st, &mut cfg, 2, 0xf000_1000);
+        assert!(st.plan(true, false, false, None).mmio.is_empty());
+        write(&mut st, &mut cfg, 2, 0xf000_8000);
+        assert_eq!(st.plan(true, false, false, None).mmio.len(), 2);
     }
 }

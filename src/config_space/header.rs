@@ -11,7 +11,7 @@
 //! | BARs, ROM | emulated (sizing masks from the host size rounded up to 4 KiB; guest address starts at 0) |
 //! | capabilities pointer | emulated: first exposed capability |
 //! | interrupt line | emulated scratch |
-//! | interrupt pin | host pin if the host has an IRQ and the profile has INTx (HVM), else 0 |
+//! | interrupt pin | 0 for now: INTx is not bound yet (MSI-X only), and advertising a pin that never fires would strand a driver's INTx fallback. With INTx support: host pin if the host has an IRQ and the profile has INTx (HVM), else 0 |
 //! | min gnt / max lat | emulated, read-only, from the host |
 
 use super::{ConfigSpace, Hook, Reg};
@@ -138,7 +138,12 @@ pub fn build(cfg: &mut ConfigSpace, h: &HeaderInputs) {
     cfg.define(0x38, 4, Reg::constant(0));
     cfg.define(INTERRUPT_LINE_OFFSET, 1, Reg::scratch(0, 0xff));
     let host_pin = h.host_cfg[INTERRUPT_PIN_OFFSET as usize];
-    let pin = if h.host_has_irq && h.profile == Profile::Hvm && (1..=4).contains(&host_pin) { host_pin } else { 0 };
+    let intx_served = false; // INTx binding (map_pirq GSI + bind_pt_irq PCI) is not implemented yet
+    let pin = if intx_served && h.host_has_irq && h.profile == Profile::Hvm && (1..=4).contains(&host_pin) {
+        host_pin
+    } else {
+        0
+    };
     cfg.define(INTERRUPT_PIN_OFFSET, 1, Reg::constant(pin as u32));
     cfg.define(0x3e, 2, Reg::constant(u16::from_le_bytes([h.host_cfg[0x3e], h.host_cfg[0x3f]]) as u32));
 }

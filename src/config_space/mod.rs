@@ -122,6 +122,8 @@ pub struct ConfigSpace {
     /// Permissive mode: guest writes to host bits the policy does not know reach the
     /// device (an explicit, logged opt-in).
     permissive: bool,
+    /// Rate limit for guest-triggerable warnings (XSA-130).
+    log: crate::log::RateLimit,
     pub stats: ConfigStats,
 }
 
@@ -140,6 +142,7 @@ impl ConfigSpace {
             known: vec![0; n],
             hooks: vec![None; n],
             permissive: false,
+            log: crate::log::RateLimit::guest(),
             stats: ConfigStats::default(),
         }
     }
@@ -279,15 +282,20 @@ impl ConfigSpace {
         let cur = match host.config_read(base, 4) {
             Ok(v) => v,
             Err(e) => {
-                tracing::warn!(target: "xenpt::config", device = %self.sbdf, "host config read at {base:#x} failed, write dropped: {e}");
+                if self.log.allow().is_some() {
+                    tracing::warn!(target: "xenpt::config", device = %self.sbdf, "host config read at {base:#x} failed, write dropped: {e}");
+                }
                 return;
             }
         };
         let new = (cur & !w1c & !host_wr) | (data & host_wr) | host_w1c;
         let bytes: Vec<u32> = (0..4).filter(|b| touched & (0xff << (b * 8)) != 0).collect();
         let whole = (0..4).filter(|b| a.mask & (0xff << (b * 8)) != 0).count() == bytes.len();
+        let (first, len) = (a.shift / 8, a.mask.count_ones() / 8);
+        // Hardware takes naturally aligned accesses only (a word at byte 1 is legal through
+        // CF8/CFC but not as a config cycle): such writes go byte by byte.
         let writes: Vec<(u32, u32)> =
-            if whole { vec![(a.shift / 8, a.mask.count_ones() / 8)] } else { bytes.iter().map(|&b| (b, 1)).collect() };
+            if whole && first % len == 0 { vec![(first, len)] } else { bytes.iter().map(|&b| (b, 1)).collect() };
         for (first, len) in writes {
             let span = if len == 4 { !0u32 } else { ((1u32 << (len * 8)) - 1) << (first * 8) };
             if new & span == cur & !w1c & span && host_w1c & span == 0 {
@@ -296,7 +304,9 @@ impl ConfigSpace {
             self.stats.host_writes += 1;
             let off = base + first as u16;
             if let Err(e) = host.config_write(off, len as u8, (new & span) >> (first * 8)) {
-                tracing::warn!(target: "xenpt::config", device = %self.sbdf, "host config write at {off:#x} failed: {e}");
+                if self.log.allow().is_some() {
+                    tracing::warn!(target: "xenpt::config", device = %self.sbdf, "host config write at {off:#x} failed: {e}");
+                }
             }
         }
     }

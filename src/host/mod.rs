@@ -89,8 +89,26 @@ pub trait HostDevice: Send {
     fn ids(&self) -> Result<HostIds, HostError>;
     /// The legacy IRQ/GSI, if the function has one.
     fn irq(&self) -> Option<u32>;
-    /// Read from a memory BAR (PBA, registers sharing the MSI-X table page).
+    /// Naturally aligned 1-, 2-, 4- or 8-byte read from a memory BAR (PBA, registers
+    /// sharing the MSI-X table page). The caller has checked the offset against the BAR.
     fn bar_read(&self, bar: u8, offset: u64, size: u8) -> Result<u64, HostError>;
+    /// Naturally aligned write to a memory BAR (registers sharing the MSI-X table page).
+    fn bar_write(&self, bar: u8, offset: u64, size: u8, value: u64) -> Result<(), HostError>;
+    /// Other PCI functions with a memory resource in the same 4 KiB page(s) as `bar`
+    /// (a sub-page BAR may only be mapped if the page is its alone).
+    fn page_sharers(&self, bar: &HostBar) -> Result<Vec<Sbdf>, HostError>;
+}
+
+/// Check a BAR access: size 1/2/4/8, naturally aligned, inside `bar_size`.
+pub fn check_bar_access(sbdf: Sbdf, bar: u8, offset: u64, size: u8, bar_size: u64) -> Result<(), HostError> {
+    let ok = matches!(size, 1 | 2 | 4 | 8)
+        && offset % size as u64 == 0
+        && offset.checked_add(size as u64).is_some_and(|e| e <= bar_size);
+    if ok {
+        Ok(())
+    } else {
+        Err(HostError::Invalid { sbdf, what: format!("BAR{bar} access at {offset:#x} size {size}") })
+    }
 }
 
 /// Check a config access is naturally aligned, of size 1/2/4, and inside `limit`.

@@ -294,14 +294,26 @@ impl HostDevice for NvmeHost {
         Some(self.0.irq)
     }
     fn bar_read(&self, bar: u8, offset: u64, size: u8) -> Result<u64, HostError> {
-        if bar != 0 || !matches!(size, 4 | 8) || offset % size as u64 != 0 || offset + size as u64 > BAR0_SIZE {
+        check_bar_access(self.0.sbdf, bar, offset, size, if bar == 0 { BAR0_SIZE } else { 0 })?;
+        let g = self.0.lock();
+        let v = g.reg_read(offset & !3, 4.max(size as u32));
+        Ok((v >> ((offset & 3) * 8)) & if size >= 8 { !0 } else { (1u64 << (size * 8)) - 1 })
+    }
+    fn bar_write(&self, bar: u8, offset: u64, size: u8, value: u64) -> Result<(), HostError> {
+        check_bar_access(self.0.sbdf, bar, offset, size, if bar == 0 { BAR0_SIZE } else { 0 })?;
+        // Only the device's own registers: a dom0 write to the MSI-X table or PBA pages is
+        // dropped by Xen (mmio_ro_ranges) on real hardware, so refuse it here too.
+        if offset >= MSIX_TABLE_OFFSET {
             return Err(HostError::Invalid {
                 sbdf: self.0.sbdf,
-                what: format!("BAR{bar} read at {offset:#x} size {size}"),
+                what: "MSI-X table/PBA pages are read-only to dom0".into(),
             });
         }
-        let g = self.0.lock();
-        Ok(g.reg_read(offset, size as u32))
+        self.0.lock().reg_write(offset, size as u32, value, &NullBus);
+        Ok(())
+    }
+    fn page_sharers(&self, _bar: &HostBar) -> Result<Vec<Sbdf>, HostError> {
+        Ok(Vec::new()) // the emulated machine gives every BAR its own pages
     }
 }
 
@@ -640,6 +652,20 @@ impl Inner {
             _ => (SC_INVALID_OPCODE, 0),
         }
     }
+}
+
+/// A bus for register writes made from dom0 (no guest memory, no interrupts).
+struct NullBus;
+
+impl DeviceBus for NullBus {
+    fn dma_read(&self, _gpa: u64, _buf: &mut [u8]) -> Result<(), crate::xen::sim::machine::DmaError> {
+        Err(crate::xen::sim::machine::DmaError::NotAssigned(Sbdf::new(0, 0, 0, 0)))
+    }
+    fn dma_write(&self, _gpa: u64, _buf: &[u8]) -> Result<(), crate::xen::sim::machine::DmaError> {
+        Err(crate::xen::sim::machine::DmaError::NotAssigned(Sbdf::new(0, 0, 0, 0)))
+    }
+    fn signal_msix(&self, _entry: u16) {}
+    fn signal_msi(&self, _index: u32) {}
 }
 
 fn identify_controller() -> Vec<u8> {

@@ -2,11 +2,35 @@
 //! exactly what the Xen toolstack and QEMU use. Config accesses are pread/pwrite at the
 //! register offset, which the kernel turns into naturally aligned config cycles.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::Mutex;
 
 use super::*;
+use crate::pci::PAGE_SIZE;
+
+/// A memory BAR mapped from sysfs `resourceN` (whole BAR; address space only, pages are
+/// touched on access). Unmapped on drop.
+struct BarMap {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain process memory of device registers, only accessed with
+// volatile reads/writes under the BarMaps mutex.
+unsafe impl Send for BarMap {}
+
+impl Drop for BarMap {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the region mapped in SysfsDevice::bar_map, once.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
 
 /// sysfs `resource` flags (include/linux/ioport.h).
 pub const IORESOURCE_IO: u64 = 0x100;
@@ -17,8 +41,11 @@ pub const IORESOURCE_MEM_64: u64 = 0x100000;
 pub struct SysfsDevice {
     sbdf: Sbdf,
     dir: PathBuf,
+    root: PathBuf,
     config: File,
     config_size: usize,
+    writable: bool,
+    maps: Mutex<[Option<BarMap>; 6]>,
 }
 
 impl SysfsDevice {
@@ -42,7 +69,52 @@ impl SysfsDevice {
         let mut probe = [0u8; 4];
         let got = config.read_at(&mut probe, 0x40).unwrap_or(0);
         let config_size = if got < 4 { 64 } else { len.min(4096) };
-        Ok(SysfsDevice { sbdf, dir, config, config_size })
+        Ok(SysfsDevice {
+            sbdf,
+            dir,
+            root: root.to_path_buf(),
+            config,
+            config_size,
+            writable,
+            maps: Mutex::new(Default::default()),
+        })
+    }
+
+    /// Run `f` on the mapping of memory BAR `bar`, mapping it on first use.
+    fn with_bar<T>(&self, bar: u8, f: impl FnOnce(&BarMap) -> T) -> Result<T, HostError> {
+        let res = self.resources()?;
+        let b = res
+            .bars
+            .get(bar as usize)
+            .copied()
+            .flatten()
+            .filter(|b| b.kind != BarKind::Io)
+            .ok_or_else(|| HostError::Invalid { sbdf: self.sbdf, what: format!("BAR{bar} is not a memory BAR") })?;
+        let mut maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
+        if maps[bar as usize].is_none() {
+            let path = self.dir.join(format!("resource{bar}"));
+            let file = OpenOptions::new().read(true).write(self.writable).open(&path).map_err(|source| {
+                HostError::Io { sbdf: self.sbdf, what: format!("open {}", path.display()), source }
+            })?;
+            let len = b.size.max(PAGE_SIZE) as usize;
+            let prot = libc::PROT_READ | if self.writable { libc::PROT_WRITE } else { 0 };
+            // SAFETY: a shared mapping of the BAR's sysfs resource file; the kernel bounds it
+            // to the BAR and we check the result.
+            let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, file.as_raw_fd(), 0) };
+            if p == libc::MAP_FAILED {
+                return Err(HostError::Io {
+                    sbdf: self.sbdf,
+                    what: format!("mmap {}", path.display()),
+                    source: std::io::Error::last_os_error(),
+                });
+            }
+            let ptr =
+                NonNull::new(p.cast()).ok_or_else(|| HostError::Invalid { sbdf: self.sbdf, what: "mmap".into() })?;
+            maps[bar as usize] = Some(BarMap { ptr, len });
+        }
+        let m =
+            maps[bar as usize].as_ref().ok_or_else(|| HostError::Invalid { sbdf: self.sbdf, what: "no map".into() })?;
+        Ok(f(m))
     }
 
     fn read_attr(&self, name: &str) -> Result<String, HostError> {
@@ -161,10 +233,69 @@ impl HostDevice for SysfsDevice {
         self.read_attr("irq").ok()?.parse().ok().filter(|&i| i != 0)
     }
 
-    fn bar_read(&self, _bar: u8, _offset: u64, _size: u8) -> Result<u64, HostError> {
-        // Memory BARs are only reachable through mmap of resourceN; that arrives with the
-        // real backend (it needs an unsafe mapping and root).
-        Err(HostError::Unsupported { sbdf: self.sbdf, backend: "sysfs", what: "BAR reads (PBA)" })
+    fn bar_read(&self, bar: u8, offset: u64, size: u8) -> Result<u64, HostError> {
+        let bar_size = self.resources()?.bars.get(bar as usize).copied().flatten().map(|b| b.size).unwrap_or(0);
+        check_bar_access(self.sbdf, bar, offset, size, bar_size)?;
+        self.with_bar(bar, |m| {
+            // SAFETY: offset + size <= BAR size <= mapping length (checked above), and the
+            // access is naturally aligned, as device registers require.
+            unsafe {
+                let p = m.ptr.as_ptr().add(offset as usize);
+                match size {
+                    1 => p.read_volatile() as u64,
+                    2 => p.cast::<u16>().read_volatile() as u64,
+                    4 => p.cast::<u32>().read_volatile() as u64,
+                    _ => p.cast::<u64>().read_volatile(),
+                }
+            }
+        })
+    }
+
+    fn bar_write(&self, bar: u8, offset: u64, size: u8, value: u64) -> Result<(), HostError> {
+        if !self.writable {
+            return Err(HostError::Invalid { sbdf: self.sbdf, what: "opened read-only".into() });
+        }
+        let bar_size = self.resources()?.bars.get(bar as usize).copied().flatten().map(|b| b.size).unwrap_or(0);
+        check_bar_access(self.sbdf, bar, offset, size, bar_size)?;
+        self.with_bar(bar, |m| {
+            // SAFETY: as in bar_read; the mapping is writable because the device was opened
+            // writable.
+            unsafe {
+                let p = m.ptr.as_ptr().add(offset as usize);
+                match size {
+                    1 => p.write_volatile(value as u8),
+                    2 => p.cast::<u16>().write_volatile(value as u16),
+                    4 => p.cast::<u32>().write_volatile(value as u32),
+                    _ => p.cast::<u64>().write_volatile(value),
+                }
+            }
+        })
+    }
+
+    fn page_sharers(&self, bar: &HostBar) -> Result<Vec<Sbdf>, HostError> {
+        let first = bar.base & !(PAGE_SIZE - 1);
+        let last = (bar.base + bar.size.max(1) - 1) | (PAGE_SIZE - 1);
+        let mut out = Vec::new();
+        let entries = std::fs::read_dir(&self.root).map_err(|source| HostError::Io {
+            sbdf: self.sbdf,
+            what: format!("list {}", self.root.display()),
+            source,
+        })?;
+        for e in entries.flatten() {
+            let Some(other) = e.file_name().to_str().and_then(|n| n.parse::<Sbdf>().ok()) else { continue };
+            let Ok(text) = std::fs::read_to_string(e.path().join("resource")) else { continue };
+            let Ok(res) = parse_resource(other, &text) else { continue };
+            let hit = res.bars.iter().flatten().chain(res.rom.iter()).any(|r| {
+                r.kind != BarKind::Io
+                    && r.base <= last
+                    && first < r.end()
+                    && !(other == self.sbdf && r.index == bar.index)
+            });
+            if hit && !out.contains(&other) {
+                out.push(other);
+            }
+        }
+        Ok(out)
     }
 }
 

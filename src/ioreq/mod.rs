@@ -110,7 +110,8 @@ pub struct ServerStats {
 pub struct IoreqServer {
     domid: DomId,
     id: IoservId,
-    pages: IoreqPages,
+    /// Keeps the mapped ioreq (and buffered) pages alive for the server's lifetime.
+    _pages: IoreqPages,
     /// Local event-channel port -> vCPU.
     ports: HashMap<EvtchnPort, u32>,
     slots: Vec<Slot>,
@@ -124,6 +125,10 @@ impl IoreqServer {
     /// XEN_DMOP_create_ioreq_server, then map its pages. On a mapping failure the server
     /// is destroyed again.
     pub fn create(xen: &mut dyn Xen, domid: DomId, vcpus: u32) -> Result<Self, XenError> {
+        if vcpus == 0 || vcpus > MAX_VCPUS_PER_PAGE {
+            // Xen serves only ioreq frame 0: one page, 128 vCPU slots.
+            return Err(XenError::new("create_ioreq_server", domid, crate::xen::Errno::E2BIG));
+        }
         let id = xen.create_ioreq_server(domid, BufIoreq::Off)?;
         let pages = match xen.map_ioreq_pages(domid, id) {
             Ok(p) => p,
@@ -136,7 +141,7 @@ impl IoreqServer {
         Ok(IoreqServer {
             domid,
             id,
-            pages,
+            _pages: pages,
             ports: HashMap::new(),
             slots,
             vcpus,
@@ -214,15 +219,10 @@ impl IoreqServer {
         }
     }
 
-    /// Unbind the event channels, disable and destroy the server. Continues past errors.
+    /// Disable and destroy the server, then unbind the event channels (in that order, so no
+    /// vCPU posts to a port nobody listens on). Continues past errors.
     pub fn destroy(&mut self, xen: &mut dyn Xen) -> Vec<XenError> {
         let mut errors = Vec::new();
-        for (&port, _) in self.ports.iter() {
-            if let Err(e) = xen.evtchn_unbind(port) {
-                errors.push(e);
-            }
-        }
-        self.ports.clear();
         if self.enabled {
             if let Err(e) = xen.set_ioreq_server_state(self.domid, self.id, false) {
                 errors.push(e);
@@ -232,7 +232,12 @@ impl IoreqServer {
         if let Err(e) = xen.destroy_ioreq_server(self.domid, self.id) {
             errors.push(e);
         }
-        let _ = &self.pages;
+        for (&port, _) in self.ports.iter() {
+            if let Err(e) = xen.evtchn_unbind(port) {
+                errors.push(e);
+            }
+        }
+        self.ports.clear();
         errors
     }
 }

@@ -17,16 +17,26 @@ impl MsiMessage {
         self.data as u8
     }
 
-    /// True if the address is in the x86 interrupt window 0xFEExxxxx.
+    /// True if the low address is in the x86 interrupt window 0xFEExxxxx.
     pub fn is_x86_interrupt(&self) -> bool {
-        self.addr >> 20 == 0xfee
+        (self.addr as u32) >> 20 == 0xfee
+    }
+
+    /// Xen's "pirq MSI" format written by PV-on-HVM guests (QEMU's `xen_is_pirq_msi`):
+    /// vector 0, the pirq in the destination ID (bits 7:0) and the upper address (bits 31:8).
+    /// Returns the pirq the guest asks for.
+    pub fn xen_pirq(&self) -> Option<u32> {
+        (self.gvec() == 0 && self.is_x86_interrupt())
+            .then_some(((self.addr >> 32) as u32 & 0xffff_ff00) | ((self.addr as u32 >> 12) & 0xff))
     }
 
     /// XEN_DOMCTL_bind_pt_irq gflags for this message (destination ID, redirection hint,
     /// destination mode, delivery mode, trigger mode, and UNMASKED to bind unmasked).
     /// None for a message outside 0xFEExxxxx, which Xen cannot deliver.
     pub fn gflags(&self, unmasked: bool) -> Option<u32> {
-        if !self.is_x86_interrupt() {
+        // A non-zero upper address is only meaningful in Xen's pirq format; otherwise it
+        // would need extended destination IDs, which Xen's gflags cannot carry.
+        if !self.is_x86_interrupt() || (self.addr >> 32 != 0 && self.xen_pirq().is_none()) {
             return None;
         }
         let a = self.addr as u32;
@@ -64,9 +74,19 @@ mod tests {
     }
 
     #[test]
+    fn pv_on_hvm_pirq_messages_carry_the_pirq() {
+        // pirq 0x1_2345: dest ID 0x45, upper address 0x0001_2300.
+        let m = MsiMessage { addr: 0x0001_2300_fee4_5000, data: 0 };
+        assert_eq!(m.xen_pirq(), Some(0x1_2345));
+        assert!(m.gflags(false).is_some(), "accepted despite the upper address");
+        assert_eq!(MsiMessage { addr: 0xfee3_7000, data: 0 }.xen_pirq(), Some(0x37));
+        assert_eq!(MsiMessage { addr: 0xfee3_7000, data: 0x41 }.xen_pirq(), None, "a real vector is not a pirq");
+        assert_eq!(MsiMessage { addr: 0x1_fee0_0000, data: 0x41 }.gflags(false), None, "no extended destination");
+    }
+
+    #[test]
     fn messages_outside_the_interrupt_window_are_refused() {
         assert_eq!(MsiMessage { addr: 0xfed0_0000, data: 0x30 }.gflags(false), None);
-        assert_eq!(MsiMessage { addr: 0x1_fee0_0000, data: 0x30 }.gflags(false), None);
         assert_eq!(MsiMessage { addr: 0, data: 0 }.gflags(true), None);
     }
 }

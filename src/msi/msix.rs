@@ -7,7 +7,13 @@
 //!   on the entry's own mask->unmask edge;
 //! - once a vector is bound with a gtable, Xen's msixtbl intercept sees the table first:
 //!   plain mask/unmask of bound entries never reaches xenpt, so the mask bit here is only
-//!   "last seen";
+//!   "last seen". Consequences: any forwarded vector-control write with the mask clear is a
+//!   commit point if something is latched (Xen forwards an unmask exactly when address or
+//!   data changed, and xenpt may never have seen the mask that preceded it); and a re-bind
+//!   of a vector that already has a pirq asks Xen to unmask only when xenpt itself just saw
+//!   the guest unmask, otherwise it leaves Xen's mask state alone;
+//! - a mask write that does reach xenpt for a bound entry (Xen did not intercept it) is
+//!   applied the only way Xen offers: unbind, keeping the pirq; the next unmask binds again;
 //! - disabling MSI-X releases every vector; a later enable binds again what was written;
 //! - indices and sizes are checked: out-of-table offsets read all-ones and drop writes
 //!   (XSA-164).
@@ -39,8 +45,12 @@ impl MsixEntry {
 /// What the device must do after a guest MSI-X write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MsixEffect {
-    /// Map a pirq for the entry if it has none, then bind (or re-bind in place).
-    Bind { entry: u16, msg: MsiMessage, masked: bool },
+    /// Map a pirq for the entry if it has none, then bind (or re-bind in place). `unmask`
+    /// asks Xen to unmask the vector (UNMASKED); without it a fresh MSI-X binding starts
+    /// masked and a re-binding keeps Xen's current mask.
+    Bind { entry: u16, msg: MsiMessage, unmask: bool },
+    /// Unbind one vector but keep its pirq (Xen's only way to mask from outside).
+    Unbind { entry: u16 },
     /// Unbind and unmap every vector.
     ReleaseAll,
     /// Write the host's MSI-X control (Enable, Function Mask).
@@ -64,11 +74,15 @@ impl Msix {
         self.enabled && !self.maskall
     }
 
-    fn bind(&mut self, i: usize) -> MsixEffect {
+    /// Commit entry `i`. A fresh binding is unmasked iff the guest's last write says so (Xen
+    /// never intercepted an entry without a pirq, so xenpt saw every write to it); a
+    /// re-binding unmasks only when `saw_unmask`.
+    fn bind(&mut self, i: usize, saw_unmask: bool) -> MsixEffect {
         let e = &mut self.entries[i];
+        let unmask = if e.bound { saw_unmask } else { !e.masked() };
         e.dirty = false;
         e.bound = true;
-        MsixEffect::Bind { entry: i as u16, msg: e.msg, masked: e.masked() }
+        MsixEffect::Bind { entry: i as u16, msg: e.msg, unmask }
     }
 
     /// The guest wrote Message Control.
@@ -95,7 +109,7 @@ impl Msix {
             for i in 0..self.entries.len() {
                 let e = self.entries[i];
                 if e.written && (e.dirty || !e.bound) {
-                    fx.push(self.bind(i));
+                    fx.push(self.bind(i, false));
                 }
             }
         }
@@ -154,14 +168,21 @@ impl Msix {
                     }
                 }
                 _ => {
-                    let was_masked = e.masked();
                     e.ctrl = v & ENTRY_MASKED_BIT;
-                    let unmask_edge = was_masked && !e.masked();
-                    if unmask_edge && e.written && self.active() {
-                        // The commit point of a latched change, or of an entry never bound.
-                        // A bound entry with nothing latched reaches here only when Xen did
-                        // not handle the unmask itself: re-bind in place, unmasked.
-                        fx.push(self.bind(i));
+                    let (masked, bound, pending) = (e.masked(), e.bound, e.written && (e.dirty || !e.bound));
+                    if !self.active() {
+                        continue;
+                    }
+                    if !masked && pending {
+                        fx.push(self.bind(i, true));
+                    } else if !masked && bound {
+                        // Bound, nothing latched, and Xen did not handle the unmask itself
+                        // (no msixtbl registration): re-bind in place, unmasked.
+                        fx.push(self.bind(i, true));
+                    } else if masked && bound {
+                        self.entries[i].bound = false;
+                        self.entries[i].dirty = true;
+                        fx.push(MsixEffect::Unbind { entry: i as u16 });
                     }
                 }
             }
@@ -199,8 +220,8 @@ mod tests {
         assert_eq!(
             fx,
             vec![
-                MsixEffect::Bind { entry: 0, msg: msg(0x41), masked: true },
-                MsixEffect::Bind { entry: 1, msg: msg(0x42), masked: true },
+                MsixEffect::Bind { entry: 0, msg: msg(0x41), unmask: false },
+                MsixEffect::Bind { entry: 1, msg: msg(0x42), unmask: false },
                 MsixEffect::HostControl { enable: true, maskall: false },
             ]
         );
@@ -214,12 +235,50 @@ mod tests {
         m.control_write(CONTROL_ENABLE_BIT);
         assert!(m.entries[0].bound);
         assert!(program(&mut m, 0, 0xfee0_2000, 0x51).is_empty(), "no bind while unmasked");
-        assert!(m.table_write(12, 4, 1).unwrap().is_empty(), "masking commits nothing");
+        // Xen's msixtbl handles the mask of the bound entry itself; only the unmask after
+        // the change is forwarded, with no visible edge here.
         let fx = m.table_write(12, 4, 0).unwrap();
-        assert_eq!(
-            fx,
-            vec![MsixEffect::Bind { entry: 0, msg: MsiMessage { addr: 0xfee0_2000, data: 0x51 }, masked: false }]
-        );
+        let msg = MsiMessage { addr: 0xfee0_2000, data: 0x51 };
+        assert_eq!(fx, vec![MsixEffect::Bind { entry: 0, msg, unmask: true }]);
+    }
+
+    #[test]
+    fn second_affinity_change_commits_without_seeing_the_mask() {
+        // Linux __pci_write_msi_msg: mask, write, unmask. With msixtbl only the unmask after a
+        // change reaches xenpt: every such unmask must commit (review finding: lost IRQs).
+        let mut m = Msix::new(layout(1));
+        program(&mut m, 0, 0xfee0_0000, 0x41);
+        m.table_write(12, 4, 0).unwrap();
+        m.control_write(CONTROL_ENABLE_BIT);
+        for (dest, vec) in [(1u32, 0x51u32), (2, 0x61), (3, 0x71)] {
+            program(&mut m, 0, 0xfee0_0000 | dest << 12, vec);
+            let fx = m.table_write(12, 4, 0).unwrap();
+            let want = MsiMessage { addr: 0xfee0_0000 | (dest as u64) << 12, data: vec };
+            assert_eq!(fx, vec![MsixEffect::Bind { entry: 0, msg: want, unmask: true }], "change to dest {dest}");
+        }
+    }
+
+    #[test]
+    fn a_mask_that_reaches_xenpt_unbinds_and_the_unmask_binds_again() {
+        let mut m = Msix::new(layout(1));
+        program(&mut m, 0, 0xfee0_0000, 0x41);
+        m.table_write(12, 4, 0).unwrap();
+        let fx = m.control_write(CONTROL_ENABLE_BIT);
+        assert!(matches!(fx[0], MsixEffect::Bind { unmask: true, .. }), "fresh bind of an unmasked entry unmasks");
+        assert_eq!(m.table_write(12, 4, 1).unwrap(), vec![MsixEffect::Unbind { entry: 0 }]);
+        let fx = m.table_write(12, 4, 0).unwrap();
+        assert!(matches!(fx[..], [MsixEffect::Bind { entry: 0, unmask: true, .. }]));
+    }
+
+    #[test]
+    fn rebinding_a_dirty_bound_entry_at_enable_leaves_xens_mask_alone() {
+        let mut m = Msix::new(layout(1));
+        program(&mut m, 0, 0xfee0_0000, 0x41);
+        m.control_write(CONTROL_ENABLE_BIT);
+        m.control_write(CONTROL_ENABLE_BIT | CONTROL_MASKALL_BIT);
+        program(&mut m, 0, 0xfee0_1000, 0x42);
+        let fx = m.control_write(CONTROL_ENABLE_BIT);
+        assert!(matches!(fx[0], MsixEffect::Bind { unmask: false, .. }));
     }
 
     #[test]

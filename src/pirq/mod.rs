@@ -64,23 +64,32 @@ impl PirqTable {
     }
 
     /// Map (if needed) and bind one MSI-X entry. `table_base` is the host BAR base from
-    /// sysfs (XSA-337). A failed bind of a freshly mapped pirq unmaps it again.
+    /// sysfs (XSA-337). `unmask` adds UNMASKED (a fresh MSI-X binding otherwise starts
+    /// masked; a re-binding keeps Xen's mask). A PV-on-HVM guest's pirq message asks for a
+    /// specific pirq, which is mapped (a different pirq mapped before is released first).
+    /// A failed bind of a freshly mapped pirq unmaps it again.
     pub fn bind_msix(
         &mut self,
         xen: &mut dyn Xen,
         entry: u16,
         table_base: u64,
         msg: MsiMessage,
-        masked: bool,
+        unmask: bool,
         gtable: u64,
     ) -> Result<u32, PirqError> {
-        let gf = msg.gflags(!masked).ok_or(PirqError::BadMessage { addr: msg.addr })?;
+        let gf = msg.gflags(unmask).ok_or(PirqError::BadMessage { addr: msg.addr })?;
         let v = Vector::Msix(entry);
+        let wanted = msg.xen_pirq();
+        if let (Some(w), Some(st)) = (wanted, self.vectors.get(&v)) {
+            if st.pirq != w {
+                self.release(xen, v)?;
+            }
+        }
         let fresh = !self.vectors.contains_key(&v);
         if fresh {
             self.stats.maps += 1;
             let m = xen
-                .map_pirq(self.domid, PirqMap::Msix { sbdf: self.host, entry, table_base, pirq: None })
+                .map_pirq(self.domid, PirqMap::Msix { sbdf: self.host, entry, table_base, pirq: wanted })
                 .inspect_err(|_| self.stats.failures += 1)?;
             self.vectors.insert(v, PirqState { pirq: m.pirq, bound: None });
         }
@@ -104,6 +113,18 @@ impl PirqTable {
                 Err(e.into())
             }
         }
+    }
+
+    /// Unbind one vector and keep its pirq: how a mask reaches Xen when its msixtbl did not
+    /// handle it (Xen leaves an unbound vector guest-masked).
+    pub fn unbind(&mut self, xen: &mut dyn Xen, v: Vector) -> Result<(), XenError> {
+        let Some(st) = self.vectors.get(&v).copied() else { return Ok(()) };
+        if let Some(b) = st.bound {
+            self.stats.unbinds += 1;
+            xen.unbind_pt_irq(self.domid, b).inspect_err(|_| self.stats.failures += 1)?;
+            self.vectors.insert(v, PirqState { bound: None, ..st });
+        }
+        Ok(())
     }
 
     /// Unbind (if bound) and unmap one vector.
@@ -161,8 +182,17 @@ impl PirqTable {
 
     /// The guest moved the MSI-X table: Xen keeps the gtable of the first bind, so unbind
     /// every bound vector and bind it again with the new table address. Pirqs stay mapped.
-    pub fn rebind_gtable(&mut self, xen: &mut dyn Xen, gtable: u64) -> Vec<XenError> {
+    /// Unbinding leaves a vector guest-masked, so vectors for which `unmasked` says the guest
+    /// had them unmasked are bound with UNMASKED. Returns the errors and the vectors that
+    /// ended up unbound.
+    pub fn rebind_gtable(
+        &mut self,
+        xen: &mut dyn Xen,
+        gtable: u64,
+        unmasked: impl Fn(Vector) -> bool,
+    ) -> (Vec<XenError>, Vec<Vector>) {
         let mut errors = Vec::new();
+        let mut lost = Vec::new();
         let bound: Vec<(Vector, PirqState, PtIrq)> =
             self.vectors.iter().filter_map(|(&v, &st)| st.bound.map(|b| (v, st, b))).collect();
         for &(v, st, b) in &bound {
@@ -179,17 +209,19 @@ impl PirqTable {
             if self.vectors[&v].bound.is_some() {
                 continue;
             }
-            // An unbound vector is guest-masked in Xen; the guest's unmask goes through
-            // Xen's msixtbl on the new table, so bind masked.
-            let nb = PtIrq::Msi { pirq, gvec, gflags: gf, gtable };
+            let um = if unmasked(v) { gflags::UNMASKED } else { 0 };
             self.stats.binds += 1;
-            match xen.bind_pt_irq(self.domid, nb) {
+            match xen.bind_pt_irq(self.domid, PtIrq::Msi { pirq, gvec, gflags: gf | um, gtable }) {
                 Ok(()) => {
+                    let nb = PtIrq::Msi { pirq, gvec, gflags: gf, gtable };
                     self.vectors.insert(v, PirqState { bound: Some(nb), ..st });
                 }
-                Err(e) => errors.push(e),
+                Err(e) => {
+                    errors.push(e);
+                    lost.push(v);
+                }
             }
         }
-        errors
+        (errors, lost)
     }
 }

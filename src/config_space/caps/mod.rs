@@ -7,6 +7,7 @@ pub mod pcie;
 pub mod pm;
 
 use super::{ConfigSpace, Reg};
+use crate::host::{BarKind, HostResources};
 use crate::pci::*;
 use crate::Profile;
 
@@ -65,6 +66,15 @@ fn hidden_len(id: u8, host_cfg: &[u8], off: u16, room: u16) -> u16 {
             10 + if ctrl & 0x80 != 0 { 4 } else { 0 } + if ctrl & 0x100 != 0 { 10 } else { 0 }
         }
         CAP_ID_PM | CAP_ID_VPD | 0x07 => 8,
+        CAP_ID_MSIX => msix::LEN,
+        // Whatever the port type, hide the whole v2 register block (or v1's).
+        CAP_ID_EXP => {
+            if host_cfg[o + 2] & 0xf >= 2 {
+                0x3c
+            } else {
+                0x14
+            }
+        }
         CAP_ID_VENDOR => (host_cfg[o + 2] as u16).max(2),
         _ => 2,
     };
@@ -97,8 +107,16 @@ pub fn walk(host_cfg: &[u8]) -> (Vec<(u8, u16)>, Vec<String>) {
     (out, warnings)
 }
 
+/// Whether an MSI-X layout is usable: table and PBA inside memory BARs that exist.
+fn msix_fits(m: &msix::MsixLayout, res: &HostResources) -> bool {
+    let fits = |bar: u8, off: u64, len: u64| {
+        res.bars.get(bar as usize).copied().flatten().is_some_and(|b| b.kind != BarKind::Io && off + len <= b.size)
+    };
+    fits(m.table_bar, m.table_offset, m.table_len()) && fits(m.pba_bar, m.pba_offset, m.pba_len())
+}
+
 /// Decide and define every capability's policy; link the exposed chain.
-pub fn build(cfg: &mut ConfigSpace, host_cfg: &[u8], profile: Profile) -> CapLayout {
+pub fn build(cfg: &mut ConfigSpace, host_cfg: &[u8], res: &HostResources, profile: Profile) -> CapLayout {
     let (found, warnings) = walk(host_cfg);
     let mut layout = CapLayout { warnings, ..Default::default() };
     // Bytes of 0x40..0xff that belong to no capability keep the default policy: read
@@ -107,19 +125,22 @@ pub fn build(cfg: &mut ConfigSpace, host_cfg: &[u8], profile: Profile) -> CapLay
     for &(id, off) in &found {
         // A capability never extends past the next one or the end of config space.
         let room = offsets.iter().copied().filter(|&o| o > off).min().unwrap_or(0x100) - off;
+        let hide = |why| (hidden_len(id, host_cfg, off, room), Some(why));
         let (len, hidden) = match id {
-            CAP_ID_PM => (pm::LEN.min(room), None),
+            CAP_ID_PM if room >= pm::LEN => (pm::LEN, None),
+            CAP_ID_PM => hide("Power Management capability overlaps the next capability"),
             CAP_ID_MSIX => match msix::layout(host_cfg, off) {
-                Some(l) if room >= msix::LEN => {
+                Some(l) if room >= msix::LEN && msix_fits(&l, res) => {
                     layout.msix = Some(l);
                     (msix::LEN, None)
                 }
-                _ => (2, Some("MSI-X capability is malformed")),
+                Some(_) if room >= msix::LEN => hide("MSI-X table or PBA lies outside its BAR"),
+                _ => hide("MSI-X capability is malformed"),
             },
             CAP_ID_EXP => match pcie::len(host_cfg, off) {
                 Some(l) if l <= room => (l, None),
-                Some(_) => (2, Some("PCI Express capability overlaps the next capability")),
-                None => (2, Some("PCI Express root ports, switches and bridges cannot be passed through")),
+                Some(_) => hide("PCI Express capability overlaps the next capability"),
+                None => hide("PCI Express root ports, switches and bridges cannot be passed through"),
             },
             CAP_ID_MSI => (hidden_len(id, host_cfg, off, room), Some("MSI is not offered yet; the guest uses MSI-X")),
             _ => (hidden_len(id, host_cfg, off, room), Some("not emulated")),

@@ -56,6 +56,6 @@ pub fn define(cfg: &mut ConfigSpace, host_cfg: &[u8], off: u16, len: u16) {
     if len >= 0x3c {
         cfg.define(off + DEVCTL2_OFFSET, 2, Reg::scratch(host16(host_cfg, off + DEVCTL2_OFFSET), 0xffff));
         cfg.define(off + LNKCTL2_OFFSET, 2, Reg::scratch(host16(host_cfg, off + LNKCTL2_OFFSET), 0xffff));
-        cfg.hide(off + 0x38, 4); // slot capabilities 2 / control 2 / status 2
+        cfg.hide(off + 0x34, 8); // slot capabilities 2 / control 2 / status 2
     }
 }

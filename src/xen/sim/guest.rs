@@ -23,6 +23,12 @@ pub enum GuestError {
     Timeout { domid: DomId, vcpu: u32, secs: u64 },
     #[error("guest RAM access {gpa:#x}+{len:#x} is outside the domain's memory")]
     BadRam { gpa: u64, len: usize },
+    #[error("domain {domid} has no vCPU {vcpu}")]
+    NoVcpu { domid: DomId, vcpu: u32 },
+}
+
+fn v32(v: u64) -> u32 {
+    v as u32
 }
 
 pub type GuestResult<T> = Result<T, GuestError>;
@@ -121,8 +127,8 @@ impl SimGuest {
     fn server_route(d: &Domain, kind: IoRangeKind, addr: u64, vcpu: u32) -> Route {
         for sv in d.servers.values().rev() {
             if sv.enabled && sv.ranges.iter().any(|r| r.contains(kind, addr)) {
-                if let Some((page, _)) = &sv.pages {
-                    return Route::Server { page: page.clone(), port: sv.vcpu_ports[vcpu as usize] };
+                if let (Some((page, _)), Some(&port)) = (&sv.pages, sv.vcpu_ports.get(vcpu as usize)) {
+                    return Route::Server { page: page.clone(), port };
                 }
             }
         }
@@ -131,9 +137,12 @@ impl SimGuest {
 
     /// Send an ioreq to a server and wait for its answer, as Xen's ioreq_send/wait_for_io.
     fn send(&self, vcpu: u32, page: SharedPage, port: EvtchnPort, req: Ioreq) -> GuestResult<u64> {
-        let slot = Slot::new(&page, vcpu);
         let mut s = self.sim.lock();
         let d = self.live(&mut s)?;
+        if vcpu >= d.vcpus {
+            return Err(GuestError::NoVcpu { domid: self.domid, vcpu });
+        }
+        let slot = Slot::new(&page, vcpu);
         if slot.vp_eport() != port || !slot.post(&req) {
             let why = format!("ioreq slot of vCPU {vcpu} not free (state {})", slot.state());
             d.crashed = Some(why.clone());
@@ -182,75 +191,78 @@ impl SimGuest {
         Some(Route::Null) // mapped to nothing: reads float high
     }
 
-    /// Xen's msixtbl: Some(result) if Xen handled the access itself.
-    fn msixtbl(d: &mut Domain, gpa: u64, size: u32, write: Option<u64>) -> Option<u64> {
-        let (&sbdf, t) =
-            d.msixtbl.iter_mut().find(|(_, t)| t.gtable <= gpa && gpa < t.gtable + t.entries as u64 * 16)?;
+    /// The MSI-X entry of a registered table at `gpa` that has a mapped pirq (Xen's
+    /// msixtbl claims only entries with an msi_desc): (device, entry, offset in entry, pirq).
+    fn msixtbl_entry(d: &Domain, gpa: u64) -> Option<(Sbdf, u16, u64, u32)> {
+        let (&sbdf, t) = d.msixtbl.iter().find(|(_, t)| t.gtable <= gpa && gpa < t.gtable + t.entries as u64 * 16)?;
         let off = gpa - t.gtable;
         let entry = (off / 16) as u16;
-        let field = off % 16;
-        let pirq = d
-            .pirqs
-            .iter()
-            .find(|(_, p)| p.source == PirqSource::Msix { sbdf, entry } && p.msi.is_some())
-            .map(|(&n, _)| n);
-        if size != 4 && size != 8 || off % size as u64 != 0 {
+        let pirq = d.pirqs.iter().find(|(_, p)| p.source == PirqSource::Msix { sbdf, entry }).map(|(&n, _)| n)?;
+        Some((sbdf, entry, off % 16, pirq))
+    }
+
+    /// Xen's msixtbl (vmsi.c): Some(result) if Xen handled the access itself, None to
+    /// forward it to the device model.
+    fn msixtbl(d: &mut Domain, gpa: u64, size: u32, write: Option<u64>) -> Option<u64> {
+        let (sbdf, entry, field, pirq) = Self::msixtbl_entry(d, gpa)?;
+        if (size != 4 && size != 8) || field % size as u64 != 0 {
             return None;
         }
-        match (write, field) {
-            (Some(_), 0..=11) => {
-                // Address/data: noted, and still forwarded to the device model.
-                t.changed.insert(entry);
-                None
-            }
-            (Some(v), 12) => {
-                let pirq = pirq?;
-                let unmask = v & 1 == 0;
-                if unmask && t.changed.contains(&entry) {
-                    // Forwarded; Xen replays the unmask after the device model completes.
-                    return None;
+        let t = d.msixtbl.get_mut(&sbdf)?;
+        match write {
+            Some(v) => {
+                // The vector-control word this write carries, if any.
+                let ctrl = match (field, size) {
+                    (12, 4) => Some(v as u32),
+                    (8, 8) => Some((v >> 32) as u32),
+                    _ => None,
+                };
+                if field < 12 {
+                    t.changed.insert(entry); // address/data: noted, and forwarded
                 }
-                d.pirqs.get_mut(&pirq)?.guest_masked = !unmask;
-                Some(0)
+                match ctrl {
+                    None => None,
+                    // An unmask after a change goes to the device model first; Xen replays
+                    // it afterwards (msix_write_completion).
+                    Some(c) if c & 1 == 0 && t.changed.contains(&entry) => None,
+                    Some(_) if field < 12 => None,
+                    Some(c) => {
+                        d.pirqs.get_mut(&pirq)?.guest_masked = c & 1 != 0;
+                        Some(0)
+                    }
+                }
             }
-            (None, 12) => {
-                let pirq = pirq?;
-                Some(d.pirqs[&pirq].guest_masked as u64)
-            }
-            _ => None,
+            None if field == 12 => Some(d.pirqs[&pirq].guest_masked as u64),
+            None => None,
         }
     }
 
-    /// After the device model completed a forwarded unmask, Xen replays it
-    /// (msix_write_completion).
-    fn msixtbl_replay(&self, gpa: u64, value: u64) {
+    /// After the device model completed a forwarded write that unmasked an entry, Xen
+    /// replays the unmask (msix_write_completion).
+    fn msixtbl_replay(&self, gpa: u64, size: u32, value: u64) {
         let mut s = self.sim.lock();
         let Some(d) = s.domains.get_mut(&self.domid) else { return };
-        let Some((&sbdf, t)) =
-            d.msixtbl.iter_mut().find(|(_, t)| t.gtable <= gpa && gpa < t.gtable + t.entries as u64 * 16)
-        else {
-            return;
+        let Some((sbdf, entry, field, pirq)) = Self::msixtbl_entry(d, gpa) else { return };
+        let ctrl = match (field, size) {
+            (12, 4) => v32(value),
+            (8, 8) => v32(value >> 32),
+            _ => return,
         };
-        let off = gpa - t.gtable;
-        if off % 16 != 12 || value & 1 != 0 {
+        if ctrl & 1 != 0 {
             return;
         }
-        let entry = (off / 16) as u16;
-        t.changed.remove(&entry);
-        let pirq = d
-            .pirqs
-            .iter()
-            .find(|(_, p)| p.source == PirqSource::Msix { sbdf, entry } && p.msi.is_some())
-            .map(|(&n, _)| n);
-        if let Some(p) = pirq {
-            let pending = {
-                let q = d.pirqs.get_mut(&p).expect("pirq just found");
+        if let Some(t) = d.msixtbl.get_mut(&sbdf) {
+            t.changed.remove(&entry);
+        }
+        let pending = match d.pirqs.get_mut(&pirq) {
+            Some(q) => {
                 q.guest_masked = false;
-                q.pending
-            };
-            if pending {
-                s.deliver_msi(self.domid, p, &self.sim.inner.cv);
+                q.pending && q.msi.is_some()
             }
+            None => false,
+        };
+        if pending {
+            s.deliver_msi(self.domid, pirq, &self.sim.inner.cv);
         }
     }
 
@@ -295,7 +307,7 @@ impl SimGuest {
                 let req = Ioreq::simple(IOREQ_TYPE_COPY, gpa, size, write);
                 let v = self.send(vcpu, page, port, req)?;
                 if let Some(w) = write {
-                    self.msixtbl_replay(gpa, w);
+                    self.msixtbl_replay(gpa, size, w);
                 }
                 Ok(v & ones)
             }
@@ -396,6 +408,23 @@ impl SimGuest {
             let d = self.live(&mut s)?;
             if let Some(v) = d.lapics.get_mut(vcpu as usize).and_then(|l| l.irr.pop_front()) {
                 return Ok(Some(v));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            s = self.sim.inner.cv.wait_timeout(s, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
+    /// Wait for the next pirq event (PV-on-HVM delivery) and acknowledge it.
+    pub fn wait_pirq_event(&self, timeout: Duration) -> GuestResult<Option<u32>> {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.sim.lock();
+        loop {
+            let d = self.live(&mut s)?;
+            if let Some(p) = d.lapics.first_mut().and_then(|l| l.pirq_events.pop_front()) {
+                return Ok(Some(p));
             }
             let now = Instant::now();
             if now >= deadline {

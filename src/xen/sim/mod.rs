@@ -50,13 +50,22 @@ impl std::fmt::Display for Op {
     }
 }
 
-/// An inclusive range set over u64 (frames, ports).
+/// An inclusive range set over u64 (frames, ports), kept sorted and merged.
 #[derive(Clone, Debug, Default)]
 struct RangeSet(Vec<(u64, u64)>);
 
 impl RangeSet {
     fn add(&mut self, start: u64, end: u64) {
         self.0.push((start, end));
+        self.0.sort();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.0.len());
+        for &(s, e) in &self.0 {
+            match merged.last_mut() {
+                Some(last) if s <= last.1.saturating_add(1) => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        self.0 = merged;
     }
     fn remove(&mut self, start: u64, end: u64) {
         let mut out = Vec::new();
@@ -74,11 +83,9 @@ impl RangeSet {
         }
         self.0 = out;
     }
-    fn contains(&self, v: u64) -> bool {
-        self.0.iter().any(|&(s, e)| s <= v && v <= e)
-    }
     fn contains_range(&self, start: u64, end: u64) -> bool {
-        (start..=end).all(|v| self.contains(v))
+        // Merged ranges: the whole range must sit inside one of them.
+        self.0.iter().any(|&(s, e)| s <= start && end <= e)
     }
 }
 
@@ -149,6 +156,8 @@ pub struct Lapic {
     /// Vectors delivered and not yet acknowledged by the guest, in order.
     pub irr: VecDeque<u8>,
     pub delivered: u64,
+    /// pirqs delivered as event-channel events (PV-on-HVM guests: MSI bound with gvec 0).
+    pub pirq_events: VecDeque<u32>,
 }
 
 struct Domain {
@@ -512,6 +521,16 @@ impl State {
             self.dropped_irqs.push(format!("d{domid} pirq {pirq}: delivery mode {deliv} unsupported"));
             return;
         }
+        if b.gvec == 0 {
+            // A PV-on-HVM guest asked for this pirq in its message and bound it to an event
+            // channel: Xen sends the pirq's event instead of an APIC vector.
+            if let Some(l) = d.lapics.first_mut() {
+                l.pirq_events.push_back(pirq);
+                l.delivered += 1;
+                cv.notify_all();
+            }
+            return;
+        }
         let dest = b.gflags & gflags::DEST_ID_MASK;
         let logical = b.gflags & gflags::DM_MASK != 0;
         let target = if logical {
@@ -810,25 +829,37 @@ impl Xen for SimXen {
                 return Err(Errno::EPERM);
             }
             let todo = nr.min(MEMORY_MAPPING_BATCH);
+            let mut warnings = Vec::new();
+            let mut result = Ok(todo);
             for i in 0..todo {
                 let (g, m) = (gfn + i, mfn + i);
                 match (add, d.p2m_mmio.get(&g).copied()) {
                     (true, Some(old)) if old != m => {
                         d.crashed = Some(format!("GFN {g:#x} ({old:#x}) -> ({m:#x}) not permitted"));
                         cv.notify_all();
-                        return Err(Errno::EPERM);
+                        result = Err(Errno::EPERM);
+                        break;
                     }
                     (true, _) => {
                         d.p2m_mmio.insert(g, m);
                     }
-                    (false, Some(old)) if old != m => return Err(Errno::EINVAL),
-                    (false, Some(_)) => {
+                    (false, Some(old)) => {
+                        // clear_mmio_p2m_entry: a different mfn is warned about, and the
+                        // entry removed all the same.
+                        if old != m {
+                            warnings.push(format!("d{domid}: no mapping between mfn {m:#x} and gfn {g:#x}"));
+                        }
                         d.p2m_mmio.remove(&g);
                     }
-                    (false, None) => {}
+                    (false, None) => {
+                        // "gfn_to_mfn failed": nothing is mapped there.
+                        result = if i == 0 { Err(Errno::EINVAL) } else { Ok(i) };
+                        break;
+                    }
                 }
             }
-            Ok(todo)
+            s.violations.extend(warnings);
+            result
         })
     }
 
@@ -967,7 +998,8 @@ impl Xen for SimXen {
             let mut deliver = None;
             match bind {
                 PtIrq::Msi { pirq, gvec, gflags: gf, gtable } => {
-                    let p = d.pirqs.get_mut(&pirq).ok_or(Errno::EINVAL)?;
+                    // pt_irq_create_bind: an unmapped pirq fails the irq_access_permitted check.
+                    let p = d.pirqs.get_mut(&pirq).ok_or(Errno::EPERM)?;
                     let sbdf = match p.source {
                         PirqSource::Msi { sbdf, .. } | PirqSource::Msix { sbdf, .. } => sbdf,
                         PirqSource::Gsi(_) => return Err(Errno::EINVAL),
@@ -994,7 +1026,7 @@ impl Xen for SimXen {
                     if d.kind != GuestKind::Hvm {
                         return Err(Errno::EINVAL); // no vIO-APIC to route to
                     }
-                    let p = d.pirqs.get_mut(&pirq).ok_or(Errno::EINVAL)?;
+                    let p = d.pirqs.get_mut(&pirq).ok_or(Errno::EPERM)?;
                     if !matches!(p.source, PirqSource::Gsi(_)) || device > 31 || intx > 3 {
                         return Err(Errno::EINVAL);
                     }
@@ -1011,7 +1043,7 @@ impl Xen for SimXen {
     fn unbind_pt_irq(&mut self, domid: DomId, bind: PtIrq) -> XenResult<()> {
         self.op("unbind_pt_irq", domid, bind.to_string(), |s, _| {
             let d = s.hvm_dom("unbind_pt_irq", domid).map_err(|e| e.errno)?;
-            let p = d.pirqs.get_mut(&bind.pirq()).ok_or(Errno::EINVAL)?;
+            let p = d.pirqs.get_mut(&bind.pirq()).ok_or(Errno::EPERM)?;
             match bind {
                 PtIrq::Msi { .. } => {
                     if p.msi.take().is_none() {

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Build (or reuse from the cache) everything the real-Xen test boots: a Debian bookworm
+# dom0 root filesystem with Xen 4.17 from Debian's packages, the dom0 and guest kernels,
+# a guest initramfs with the nvme driver, and the NVMe backing disk. The cache key covers
+# the package list and these scripts, so a change to either rebuilds.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cache=${XENPT_E2E_CACHE:-/var/tmp/xenpt-e2e}
+pkgs="xen-system-amd64 xen-hypervisor-4.17-amd64 xen-utils-4.17 xenstore-utils qemu-system-xen linux-image-amd64 pciutils kmod iproute2 procps busybox"
+key=$( (echo "$pkgs"; cat "$here/build.sh" "$here/guest-init.sh") | sha256sum | cut -c1-16)
+out=$cache/$key
+mkdir -p "$cache"
+if [ -f "$out/ready" ]; then
+    echo "build: reusing $out"
+    echo "$out" > "$cache/current"
+    exit 0
+fi
+echo "build: building into $out (takes ~2 minutes)"
+rm -rf "$out"; mkdir -p "$out"
+root=$out/rootfs
+mirror=$(grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1 | awk '{print $2}')
+mirror=${mirror:-$(awk '/^deb /{print $2; exit}' /etc/apt/sources.list 2>/dev/null)}
+[ -n "$mirror" ] || { echo "build: no Debian mirror found in the host's apt sources" >&2; exit 1; }
+debootstrap --variant=minbase bookworm "$root" "$mirror" > "$out/debootstrap.log" 2>&1 \
+    || { tail -20 "$out/debootstrap.log"; exit 1; }
+cp /etc/apt/sources.list.d/*.sources "$root/etc/apt/sources.list.d/" 2>/dev/null || cp /etc/apt/sources.list "$root/etc/apt/" 2>/dev/null || true
+printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"; chmod +x "$root/usr/sbin/policy-rc.d"
+mount --bind /proc "$root/proc"
+trap 'umount "$root/proc" 2>/dev/null || true' EXIT
+chroot "$root" apt-get update > "$out/apt.log" 2>&1
+chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $pkgs >> "$out/apt.log" 2>&1 \
+    || { tail -20 "$out/apt.log"; exit 1; }
+umount "$root/proc"; trap - EXIT
+# Keep no mirror name inside the image.
+rm -f "$root"/etc/apt/sources.list "$root"/etc/apt/sources.list.d/*.sources "$root/var/log/bootstrap.log"
+rm -rf "$root"/var/lib/apt/lists/*
+kver=$(ls "$root/lib/modules" | head -1)
+# Guest initramfs: static busybox and the nvme driver modules of the same kernel.
+g=$out/guest-root
+mkdir -p "$g"/{bin,proc,sys,dev,mod}
+cp /bin/busybox "$g/bin/busybox"
+for a in sh echo cat mount uname poweroff sleep ls insmod dd head dmesg grep sed tr cmp hexdump awk sync; do ln -s busybox "$g/bin/$a"; done
+for n in crct10dif_common crct10dif_generic crc-t10dif crc64 crc64_rocksoft_generic crc64-rocksoft t10-pi nvme-core nvme; do
+    f=$(find "$root/lib/modules/$kver/kernel" -name "$n.ko" | head -1)
+    [ -n "$f" ] && cp "$f" "$g/mod/"
+done
+install -m755 "$here/guest-init.sh" "$g/init"
+(cd "$g" && find . | cpio -o -H newc --quiet | gzip -9) > "$out/guest-initrd.gz"
+mkdir -p "$root/root/guest"
+cp "$root"/boot/vmlinuz-* "$root/root/guest/vmlinuz"
+cp "$out/guest-initrd.gz" "$root/root/guest/"
+cp "$root"/boot/vmlinuz-* "$out/vmlinuz"
+cp "$root"/boot/initrd.img-* "$out/initrd.img"
+zcat "$root"/boot/xen-4.17-amd64.gz > "$out/xen"
+touch "$out/ready"
+echo "$out" > "$cache/current"
+echo "build: done"

@@ -1,0 +1,120 @@
+#!/bin/bash
+# PID 1 of dom0 (init=/sbin/xenpt-e2e-init): bring up the Xen toolstack, make the NVMe
+# assignable, run the scenarios named on the kernel command line (xenpt.scenarios=a:b),
+# print one "E2E <scenario> <check> PASS|FAIL <detail>" line per check, power off.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+XL=/usr/lib/xen-4.17/bin/xl
+XENBIN=/usr/lib/xen-4.17/bin
+log() { echo "E2E-LOG [$(cut -d' ' -f1 /proc/uptime)s] $*"; }
+res() { echo "E2E $1 $2 $3 ${*:4}"; }
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev 2>/dev/null
+mkdir -p /dev/pts; mount -t devpts devpts /dev/pts; mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /tmp
+mount -o remount,rw /; mkdir -p /var/log/xen/console /var/run/xen /run/xenstored /var/lib/xen
+for m in xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xen-pciback; do modprobe $m || log "modprobe $m failed"; done
+mount -t xenfs xenfs /proc/xen
+XENSTORED_ROOTDIR=/run/xenstored $XENBIN/xenstored --pid-file /run/xenstore.pid
+$XENBIN/xen-init-dom0 >/dev/null
+$XENBIN/xenconsoled --pid-file=/run/xenconsoled.pid --log=all --log-dir=/var/log/xen/console
+log "xen $($XL info | sed -n 's/^xen_version *: //p'), xenpt $(/usr/local/bin/xenpt --version)"
+NVME=$(for d in /sys/bus/pci/devices/*; do [ "$(cat $d/class)" = 0x010802 ] && basename $d; done | head -1)
+$XL pci-assignable-add "$NVME" >/dev/null 2>&1
+drv=$(basename "$(readlink /sys/bus/pci/devices/$NVME/driver)")
+[ "$drv" = pciback ] && res setup assignable PASS "$NVME bound to pciback" || res setup assignable FAIL "$NVME bound to $drv"
+ARGS=$(cat /proc/cmdline)
+scenarios=$(echo "$ARGS" | tr ' ' '\n' | sed -n 's/^xenpt.scenarios=//p' | tr ':' ' ')
+
+guest_cfg() { # name extra-kernel-args [pci]
+    cat > /etc/xen/$1.cfg <<EOC
+name = "$1"
+type = "hvm"
+kernel = "/root/guest/vmlinuz"
+ramdisk = "/root/guest/guest-initrd.gz"
+extra = "console=ttyS0 loglevel=6 $2"
+memory = 256
+vcpus = 1
+vnc = 0
+sdl = 0
+serial = "file:/var/log/xen/$1-serial.log"
+device_model_version = "qemu-xen"
+passthrough = "enabled"
+on_poweroff = "preserve"
+on_crash = "preserve"
+${3:+pci = ['$3']}
+EOC
+}
+
+# Wait until the domain has shut down (state s) or crashed (c); echo the state.
+wait_shutdown() { # name timeout
+    local i=0 st
+    while [ $i -lt $2 ]; do
+        st=$($XL list "$1" 2>/dev/null | awk 'NR==2 {print $5}')
+        case "$st" in *s*) echo shutdown; return;; *c*) echo crashed; return;; "") echo gone; return;; esac
+        sleep 2; i=$((i+2))
+    done
+    echo timeout
+}
+
+guest_checks() { # scenario name
+    local ser=/var/log/xen/$2-serial.log
+    sed 's/^/E2E-SERIAL /' "$ser" 2>/dev/null | grep -a 'GUEST-' | tail -60
+    for c in nvme-found nvme-read nvme-write-read nvme-interrupts; do
+        local l; l=$(grep -a "GUEST-RESULT $c " "$ser" 2>/dev/null | tail -1)
+        if [ -z "$l" ]; then res "$1" "$c" FAIL "no result line from the guest"; else
+            set -- "$1" "$2" $l; res "$1" "$c" "$5" "${*:6}"; fi
+    done
+    grep -a GUEST-IRQ "$ser" | head -3 | sed "s/^/E2E-LOG $1 /"
+}
+
+run_xenpt() { # scenario guest-extra
+    local sc=$1 name=$1
+    guest_cfg "$name" "$2"
+    $XL create -p /etc/xen/$name.cfg >/tmp/$name-create.log 2>&1 || { res $sc create FAIL "$(tail -1 /tmp/$name-create.log)"; return; }
+    local domid; domid=$($XL domid $name)
+    rm -f /tmp/ready
+    /usr/local/bin/xenpt --log-level info run --domid $domid --sbdf $NVME --assign --ready-fd 3 3>/tmp/ready 2>/tmp/$name-xenpt.log &
+    local xpid=$!
+    for i in $(seq 1 100); do [ -s /tmp/ready ] && break; kill -0 $xpid 2>/dev/null || break; sleep 0.2; done
+    if [ -s /tmp/ready ]; then res $sc xenpt-ready PASS "$(cat /tmp/ready)"; else res $sc xenpt-ready FAIL "$(tail -3 /tmp/$name-xenpt.log | tr '\n' ' ')"; fi
+    $XL unpause $name
+    local st; st=$(wait_shutdown $name 300)
+    [ "$st" = shutdown ] && res $sc guest-shutdown PASS "clean poweroff" || res $sc guest-shutdown FAIL "$st"
+    local rss; rss=$(awk '/^VmRSS/ {print $2}' /proc/$xpid/status 2>/dev/null)
+    res $sc xenpt-rss INFO "${rss:-?} KiB"
+    guest_checks $sc $name
+    # Ordered teardown while the domain still exists: unbind, unmap, unmap BARs, destroy server.
+    kill -TERM $xpid; wait $xpid; local rc=$?
+    [ $rc -eq 0 ] && res $sc xenpt-exit PASS "exit 0 after SIGTERM" || res $sc xenpt-exit FAIL "exit $rc"
+    if grep -q 'teardown:' /tmp/$name-xenpt.log; then res $sc teardown-clean FAIL "$(grep teardown: /tmp/$name-xenpt.log | head -2 | tr '\n' ' ')"
+    else res $sc teardown-clean PASS "no teardown errors"; fi
+    sed "s/^/E2E-XENPT $sc /" /tmp/$name-xenpt.log | tail -40
+    $XL dmesg 2>/dev/null | grep -aE "d$domid|dom$domid" | grep -aiE "not permitted|crash|error|warn" | head -10 | sed "s/^/E2E-XEN $sc /"
+    if $XL dmesg 2>/dev/null | grep -aE "d$domid|dom$domid" | grep -aqiE "not permitted|domain_crash"; then res $sc xen-log FAIL "Xen complained, see E2E-XEN lines"
+    else res $sc xen-log PASS "no crash or p2m complaint for d$domid"; fi
+    $XL destroy $name 2>/dev/null
+}
+
+run_qemu() { # scenario: the incumbent, QEMU's xen_pt, on the same device
+    local sc=$1 name=$1
+    guest_cfg "$name" "nopv" "$NVME"
+    $XL create /etc/xen/$name.cfg >/tmp/$name-create.log 2>&1 || { res $sc create FAIL "$(tail -2 /tmp/$name-create.log | tr '\n' ' ')"; return; }
+    local domid; domid=$($XL domid $name)
+    local st; st=$(wait_shutdown $name 300)
+    local qpid; qpid=$(pgrep -f "xen-domid $domid" | head -1)
+    res $sc qemu-rss INFO "$(awk '/^VmRSS/ {print $2}' /proc/$qpid/status 2>/dev/null || echo ?) KiB"
+    [ "$st" = shutdown ] && res $sc guest-shutdown PASS "clean poweroff" || res $sc guest-shutdown FAIL "$st"
+    guest_checks $sc $name
+    $XL destroy $name 2>/dev/null
+}
+
+for sc in $scenarios; do
+    log "scenario $sc"
+    case $sc in
+        xenpt-hvm) run_xenpt $sc "nopv" ;;
+        xenpt-hvm-pvhvm) run_xenpt $sc "" ;;
+        qemu-hvm) run_qemu $sc ;;
+        *) res $sc known FAIL "unknown scenario" ;;
+    esac
+done
+log "all scenarios done"
+echo "E2E-END"
+sync; echo o > /proc/sysrq-trigger 2>/dev/null; poweroff -f

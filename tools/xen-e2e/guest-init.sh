@@ -1,0 +1,38 @@
+#!/bin/sh
+# PID 1 of the test guest: find the NVMe controller xenpt serves, use it with the guest's
+# own Linux nvme driver, report, power off. Every result line starts with GUEST-.
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+echo "GUEST-BOOT kernel $(uname -r) cmdline: $(cat /proc/cmdline)"
+for d in /sys/bus/pci/devices/*; do
+    echo "GUEST-PCI $(basename $d) $(cat $d/vendor):$(cat $d/device) class $(cat $d/class)"
+done
+nvme=$(grep -l 0x010802 /sys/bus/pci/devices/*/class 2>/dev/null | head -1)
+if [ -z "$nvme" ]; then
+    echo "GUEST-RESULT nvme-found FAIL no class 010802 function"
+else
+    echo "GUEST-RESULT nvme-found PASS $(basename $(dirname $nvme))"
+    for n in crct10dif_common crct10dif_generic crc-t10dif crc64 crc64_rocksoft_generic crc64-rocksoft t10-pi nvme-core nvme; do
+        [ -f /mod/$n.ko ] && insmod /mod/$n.ko 2>/dev/null
+    done
+    i=0; while [ ! -b /dev/nvme0n1 ] && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done
+    dmesg | grep -i nvme | sed 's/^/GUEST-DMESG /'
+    if [ -b /dev/nvme0n1 ]; then
+        m=$(dd if=/dev/nvme0n1 bs=512 count=1 2>/dev/null | head -c 27)
+        [ "$m" = "NVME-DISK-MARKER-1234567890" ] && echo "GUEST-RESULT nvme-read PASS $m" || echo "GUEST-RESULT nvme-read FAIL got '$m'"
+        # Write 1 MiB of a pattern past the marker, drop caches by reading with O_DIRECT, compare.
+        dd if=/dev/urandom of=/tmp/pat bs=65536 count=16 2>/dev/null
+        dd if=/tmp/pat of=/dev/nvme0n1 bs=65536 seek=16 oflag=direct 2>/dev/null; sync
+        dd if=/dev/nvme0n1 of=/tmp/back bs=65536 skip=16 count=16 iflag=direct 2>/dev/null
+        cmp -s /tmp/pat /tmp/back && echo "GUEST-RESULT nvme-write-read PASS 1 MiB" || echo "GUEST-RESULT nvme-write-read FAIL data differs"
+    else
+        echo "GUEST-RESULT nvme-read FAIL no /dev/nvme0n1 after 60 s"
+    fi
+    grep -i nvme /proc/interrupts | sed 's/^/GUEST-IRQ /'
+    n=$(grep -i nvme /proc/interrupts | awk '{s=0; for (i=2; i<=NF; i++) if ($i ~ /^[0-9]+$/) s+=$i; t+=s} END {print t+0}')
+    [ "$n" -gt 0 ] && echo "GUEST-RESULT nvme-interrupts PASS $n" || echo "GUEST-RESULT nvme-interrupts FAIL none counted"
+fi
+echo "GUEST-DONE"
+sync
+poweroff -f
