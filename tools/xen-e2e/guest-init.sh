@@ -21,11 +21,14 @@ else
     if [ -b /dev/nvme0n1 ]; then
         m=$(dd if=/dev/nvme0n1 bs=512 count=1 2>/dev/null | head -c 27)
         [ "$m" = "NVME-DISK-MARKER-1234567890" ] && echo "GUEST-RESULT nvme-read PASS $m" || echo "GUEST-RESULT nvme-read FAIL got '$m'"
-        # Write 1 MiB of a pattern past the marker, drop caches by reading with O_DIRECT, compare.
+        # Write 1 MiB of a pattern past the marker, flush, drop the page cache so the read
+        # really goes to the device, compare.
         dd if=/dev/urandom of=/tmp/pat bs=65536 count=16 2>/dev/null
-        dd if=/tmp/pat of=/dev/nvme0n1 bs=65536 seek=16 oflag=direct 2>/dev/null; sync
-        dd if=/dev/nvme0n1 of=/tmp/back bs=65536 skip=16 count=16 iflag=direct 2>/dev/null
-        cmp -s /tmp/pat /tmp/back && echo "GUEST-RESULT nvme-write-read PASS 1 MiB" || echo "GUEST-RESULT nvme-write-read FAIL data differs"
+        dd if=/tmp/pat of=/dev/nvme0n1 bs=65536 seek=16 conv=fsync 2>/tmp/dd.err || echo "GUEST-DD write: $(cat /tmp/dd.err)"
+        sync; echo 3 > /proc/sys/vm/drop_caches
+        dd if=/dev/nvme0n1 of=/tmp/back bs=65536 skip=16 count=16 2>/tmp/dd.err || echo "GUEST-DD read: $(cat /tmp/dd.err)"
+        if cmp -s /tmp/pat /tmp/back; then echo "GUEST-RESULT nvme-write-read PASS 1 MiB"
+        else echo "GUEST-RESULT nvme-write-read FAIL data differs ($(ls -l /tmp/back | awk '{print $5}') bytes read back)"; fi
     else
         echo "GUEST-RESULT nvme-read FAIL no /dev/nvme0n1 after 60 s"
     fi
