@@ -45,6 +45,9 @@ pub struct DeviceOptions {
     pub guest_sbdf: Sbdf,
     pub profile: Profile,
     pub permissive: bool,
+    /// Never write to the host function (for `guest-view` of a live device): skips the
+    /// start-up preparation of the host command/MSI state.
+    pub read_only_host: bool,
 }
 
 /// Counters for the console, tests and benchmarks.
@@ -156,7 +159,9 @@ impl DeviceModel {
             log: RateLimit::guest(),
             stats: DeviceStats::default(),
         };
-        dm.prepare_host(&host_cfg)?;
+        if !dm.opts.read_only_host {
+            dm.prepare_host(&host_cfg)?;
+        }
         Ok(dm)
     }
 
@@ -179,7 +184,8 @@ impl DeviceModel {
         if let Some(m) = self.caps.msix {
             let ctrl = le16(host_cfg, m.cap_offset + 2);
             if ctrl & (CONTROL_ENABLE_BIT | CONTROL_MASKALL_BIT) != 0 {
-                self.host.config_write(m.cap_offset + 2, 2, 0)?;
+                let off = ctrl & !(CONTROL_ENABLE_BIT | CONTROL_MASKALL_BIT);
+                self.host.config_write(m.cap_offset + 2, 2, off as u32)?;
             }
         }
         if let Some(msi) = self.caps.caps.iter().find(|c| c.id == CAP_ID_MSI) {
@@ -197,6 +203,11 @@ impl DeviceModel {
 
     pub fn host_sbdf(&self) -> Sbdf {
         self.host_sbdf
+    }
+
+    /// The whole guest-visible config space (host bits read from the device).
+    pub fn guest_snapshot(&mut self) -> Vec<u8> {
+        self.cfg.snapshot(&*self.host)
     }
 
     pub fn config_read(&mut self, reg: u32, size: u32) -> u32 {
@@ -308,6 +319,18 @@ impl DeviceModel {
         }
     }
 
+    /// Set the host's MSI-X Enable and Function Mask (a 2-byte write, which a PV dom0's Xen
+    /// intercept combines with its own mask-all), keeping the read-only bits as they are.
+    fn write_host_msix_control(&mut self, cap: u16, bits: u16) {
+        let res = self.host.config_read(cap + 2, 2).and_then(|cur| {
+            let v = (cur as u16 & !(CONTROL_ENABLE_BIT | CONTROL_MASKALL_BIT)) | bits;
+            self.host.config_write(cap + 2, 2, v as u32)
+        });
+        if let Err(e) = res {
+            guest_warn!(self.log, device = %self.host_sbdf, "setting host MSI-X control: {e}");
+        }
+    }
+
     /// Whether each MSI-X vector is unmasked as the guest sees it now. Xen's msixtbl
     /// answered the guest's mask writes, so xenpt's copy may be stale: the device's own
     /// vector-control word (which Xen keeps as guest mask OR host mask) is the better
@@ -355,9 +378,7 @@ impl DeviceModel {
                 }
                 MsixEffect::HostControl { enable, maskall } => {
                     let v = if enable { CONTROL_ENABLE_BIT } else { 0 } | if maskall { CONTROL_MASKALL_BIT } else { 0 };
-                    if let Err(e) = self.host.config_write(layout.cap_offset + 2, 2, v as u32) {
-                        guest_warn!(self.log, device = %self.host_sbdf, "setting host MSI-X control: {e}");
-                    }
+                    self.write_host_msix_control(layout.cap_offset, v);
                 }
             }
         }
@@ -445,7 +466,7 @@ impl DeviceModel {
         }
         let mut errors = self.pirqs.release_all(xen);
         if let Some(m) = self.msix_layout() {
-            let _ = self.host.config_write(m.cap_offset + 2, 2, 0);
+            self.write_host_msix_control(m.cap_offset, 0);
         }
         errors.extend(self.mapper.apply(xen, &Plan::default()));
         errors

@@ -10,6 +10,7 @@ pub mod bars;
 pub mod config_space;
 pub mod demo;
 pub mod device;
+pub mod guest_view;
 pub mod host;
 pub mod ioreq;
 pub mod log;

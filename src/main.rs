@@ -51,6 +51,22 @@ enum Cmd {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Print the config space a guest would see of a function, in `lspci -xxxx` format (decode
+    /// it with `lspci -F FILE -vvv`), and which capabilities are exposed or hidden and why
+    /// (on stderr). Reads a live device through sysfs without writing to it, or an lspci dump.
+    GuestView {
+        /// Host PCI function (read through sysfs, read-only).
+        #[arg(long, conflicts_with = "dump", required_unless_present = "dump")]
+        sbdf: Option<xenpt::pci::Sbdf>,
+        /// An `lspci -xxx` or `-xxxx` dump file instead of a live device.
+        #[arg(long)]
+        dump: Option<String>,
+        #[arg(long, value_enum, default_value = "hvm")]
+        profile: Profile,
+        /// Guest slot on bus 0.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(0..=31))]
+        guest_slot: u8,
+    },
     /// Serve a host PCI function to a running Xen guest (real Xen, as root in dom0).
     ///
     /// The function must be assignable (bound to pciback: `xl pci-assignable-add SBDF`).
@@ -101,6 +117,26 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(EXIT_FAIL)
+            }
+        }
+        Cmd::GuestView { sbdf, dump, profile, guest_slot } => {
+            let r = match (sbdf, dump) {
+                (_, Some(path)) => xenpt::guest_view::from_dump(&path, profile, guest_slot),
+                (Some(s), None) => xenpt::guest_view::from_sysfs(s, profile, guest_slot),
+                (None, None) => unreachable!("clap requires one of --sbdf and --dump"),
+            };
+            match r {
+                Ok((dump, report)) => {
+                    for l in report {
+                        eprintln!("{l}");
+                    }
+                    print!("{dump}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("xenpt guest-view: {e}");
+                    ExitCode::from(EXIT_FAIL)
+                }
             }
         }
         Cmd::Run { domid, sbdf, guest_slot, profile, permissive, ready_fd, assign } => {

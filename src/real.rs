@@ -118,7 +118,8 @@ pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
         }
     }
     let guest_sbdf = Sbdf::new(0, 0, args.guest_slot, 0);
-    let opts = DeviceOptions { domid: args.domid, guest_sbdf, profile, permissive: args.permissive };
+    let opts =
+        DeviceOptions { domid: args.domid, guest_sbdf, profile, permissive: args.permissive, read_only_host: false };
     if args.permissive {
         tracing::warn!("permissive mode: guest writes to unknown registers of {} reach the device", args.sbdf);
     }

@@ -243,7 +243,13 @@ fn xsa_131_writes_to_unknown_registers_are_dropped_unless_permissive() {
 
 fn nvme_device(profile: Profile) -> (EmulatedNvme, DeviceModel) {
     let nvme = EmulatedNvme::new(Sbdf::new(0, 3, 0, 0), 0xfe00_0000, 16);
-    let opts = DeviceOptions { domid: 1, guest_sbdf: Sbdf::new(0, 0, 4, 0), profile, permissive: false };
+    let opts = DeviceOptions {
+        domid: 1,
+        guest_sbdf: Sbdf::new(0, 0, 4, 0),
+        profile,
+        permissive: false,
+        read_only_host: false,
+    };
     let dm = DeviceModel::new(Box::new(NvmeHost::clone_of(&nvme)), 0, opts).unwrap();
     (nvme, dm)
 }

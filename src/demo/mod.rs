@@ -127,7 +127,13 @@ fn run_inner(sim: &Sim, t: &Transcript, opts: &DemoOptions, report: &mut DemoRep
     let (ready_tx, ready_rx) = mpsc::channel();
     let xen_sim = sim.clone();
     let host = nvme.host();
-    let dev_opts = DeviceOptions { domid, guest_sbdf: GUEST_SBDF, profile: opts.profile, permissive: false };
+    let dev_opts = DeviceOptions {
+        domid,
+        guest_sbdf: GUEST_SBDF,
+        profile: opts.profile,
+        permissive: false,
+        read_only_host: false,
+    };
     let dm = thread::Builder::new()
         .name("xenpt".into())
         .spawn(move || -> Result<(), String> {

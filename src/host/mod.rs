@@ -5,6 +5,7 @@
 //! BAR addresses come from trusted host data (sysfs `resource`), never from reading the
 //! device's BAR registers back (XSA-337).
 
+pub mod dump;
 pub mod nvme;
 pub mod sysfs;
 
