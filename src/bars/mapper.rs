@@ -13,6 +13,9 @@ pub struct MapStats {
     pub failures: u64,
 }
 
+/// The error for a mapping skipped because its gfns are still mapped elsewhere.
+const STILL_MAPPED: &str = "memory_mapping (skipped: a gfn is still mapped after a failed unmap)";
+
 pub struct Mapper {
     domid: DomId,
     server: IoservId,
@@ -42,7 +45,13 @@ impl Mapper {
                 Err(e) => {
                     self.stats.failures += 1;
                     if add && done > 0 {
-                        let _ = self.memory_mapping(xen, MmioRun { nr: done, ..r }, false);
+                        // Recorded first: whatever the removal fails to take back stays
+                        // known (and is retried at the next apply or teardown).
+                        let undo = MmioRun { nr: done, ..r };
+                        self.current.mmio.push(undo);
+                        if self.memory_mapping(xen, undo, false).is_ok() {
+                            remove_mmio(&mut self.current.mmio, undo);
+                        }
                     }
                     if !add && done > 0 {
                         // Those frames are gone from Xen: forget them, so the record stays
@@ -64,6 +73,12 @@ impl Mapper {
             let res = match op {
                 MapOp::UnmapMmio(r) => {
                     self.memory_mapping(xen, r, false).map(|_| remove_mmio(&mut self.current.mmio, r))
+                }
+                // A gfn an earlier unmap failed to free is still mapped to another frame:
+                // mapping over it would crash the guest. Skipped, and retried at the next
+                // apply, which retries that unmap first.
+                MapOp::MapMmio(r) if self.current.mmio.iter().any(|o| o.gfn < r.gfn + r.nr && r.gfn < o.gfn + o.nr) => {
+                    Err(XenError::new(STILL_MAPPED, self.domid, crate::xen::Errno::EBUSY))
                 }
                 MapOp::MapMmio(r) => self.memory_mapping(xen, r, true).map(|_| self.current.mmio.push(r)),
                 MapOp::UnmapPio(p) => {

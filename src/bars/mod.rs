@@ -4,7 +4,11 @@
 //! Committing: a 32-bit BAR commits on its write; a 64-bit BAR commits once both of its
 //! halves have been written since its last commit, in either order (one half alone is an
 //! intermediate address, never mapped), and every BAR re-commits when the guest toggles a
-//! decode bit. The sizing pattern and addresses over the x86 interrupt/firmware window
+//! decode bit. A write that leaves a register at its sizing value (every address bit set,
+//! in either half of a 64-bit BAR; for the ROM with its enable bit unchanged) is a probe
+//! and commits nothing: sizing with decode on costs no hypercalls and the BAR stays mapped
+//! where it was until the guest restores it. A decode toggle commits what the registers
+//! hold. The sizing pattern and addresses over the x86 interrupt/firmware window
 //! (0xFEC0_0000..4 GiB: IO-APIC, LAPIC, HPET, BIOS) count as "not mapped".
 
 pub mod mapper;
@@ -58,6 +62,19 @@ impl BarState {
         }
     }
 
+    /// Whether BAR `b`'s register (either half of a 64-bit one) holds its sizing value:
+    /// every address bit set, a probe in progress rather than an address.
+    fn probing(cfg: &ConfigSpace, b: &GuestBar) -> bool {
+        let off = BAR0_OFFSET + 4 * b.host.index as u16;
+        let mask = !(b.guest_size - 1);
+        let lo = cfg.emulated(off, 4);
+        match b.host.kind {
+            BarKind::Io => lo & !0x3 == mask as u32 & !0x3,
+            BarKind::Mem32 => lo & !0xf == mask as u32 & !0xf,
+            BarKind::Mem64 => lo & !0xf == mask as u32 & !0xf || cfg.emulated(off + 4, 4) == (mask >> 32) as u32,
+        }
+    }
+
     /// A write to BAR register `reg` (0-5). Returns true if a committed address changed.
     pub fn on_bar_write(&mut self, cfg: &ConfigSpace, reg: u8) -> bool {
         // Register `reg` is either a BAR's own (low) register or the upper half of the
@@ -73,10 +90,12 @@ impl BarState {
         let Some(b) = self.bars[idx].as_mut() else { return false };
         if b.host.kind == BarKind::Mem64 {
             self.halves[idx] |= if upper { 2 } else { 1 };
-            if self.halves[idx] != 3 {
-                return false; // wait for the other half
+            if self.halves[idx] != 3 || Self::probing(cfg, b) {
+                return false; // wait for the other half, or for the probe to be undone
             }
             self.halves[idx] = 0;
+        } else if Self::probing(cfg, b) {
+            return false;
         }
         let a = Self::register_addr(cfg, b);
         let changed = a != b.committed;
@@ -85,10 +104,19 @@ impl BarState {
     }
 
     pub fn on_rom_write(&mut self, cfg: &ConfigSpace) -> bool {
+        self.commit_rom(cfg, true)
+    }
+
+    fn commit_rom(&mut self, cfg: &ConfigSpace, probe_rule: bool) -> bool {
         let reg = cfg.emulated(ROM_BAR_OFFSET, 4);
-        self.rom_enabled = reg & ROM_ENABLE_BIT != 0;
+        let enabled = reg & ROM_ENABLE_BIT != 0;
+        let toggled = enabled != self.rom_enabled;
+        self.rom_enabled = enabled;
         let Some(r) = self.rom.as_mut() else { return false };
         let a = reg as u64 & !0x7ff;
+        if probe_rule && !toggled && a as u32 == !(r.guest_size - 1) as u32 & 0xffff_f800 {
+            return false; // a probe: the ROM stays where it was
+        }
         let changed = a != r.committed;
         r.committed = a;
         changed
@@ -100,7 +128,7 @@ impl BarState {
             b.committed = Self::register_addr(cfg, b);
         }
         self.halves = [0; 6];
-        self.on_rom_write(cfg);
+        self.commit_rom(cfg, false);
     }
 
     fn valid_mem(&self, idx: Option<usize>, b: &GuestBar) -> bool {
