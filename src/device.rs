@@ -349,6 +349,9 @@ impl DeviceModel {
     }
 
     fn apply_msix(&mut self, xen: &mut dyn Xen, fx: Vec<MsixEffect>) {
+        if !fx.is_empty() {
+            tracing::debug!(device = %self.host_sbdf, "MSI-X effects: {fx:x?}");
+        }
         let Some(layout) = self.msix_layout() else { return };
         let table_base = self.resources.bars[layout.table_bar as usize].map(|b| b.base).unwrap_or(0);
         let gtable = self.bars.msix_table_gaddr(self.command() & COMMAND_MEMORY_BIT != 0, &layout).unwrap_or(0);

@@ -211,6 +211,7 @@ impl IoreqServer {
                     Request::Unsupported { .. } => !0,
                     r => handler.handle(xen, r),
                 };
+                tracing::trace!(target: "xenpt::ioreq", vcpu, "{decoded:x?} -> {:#x}", data & size_mask(req.size));
                 let slot = &self.slots[vcpu as usize];
                 slot.complete(req.dir_read.then_some(data & size_mask(req.size)));
                 xen.evtchn_notify(port)?;
