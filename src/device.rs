@@ -5,6 +5,7 @@
 use crate::bars::mapper::Mapper;
 use crate::bars::plan::Plan;
 use crate::bars::BarState;
+use crate::config_space::caps::msi as msi_cap;
 use crate::config_space::caps::msix::{
     MsixLayout, CONTROL_ENABLE_BIT, CONTROL_MASKALL_BIT, ENTRY_MASKED_BIT, ENTRY_SIZE, ENTRY_VECTOR_CTRL_OFFSET,
 };
@@ -14,7 +15,9 @@ use crate::config_space::{ConfigSpace, Hook, Touched};
 use crate::host::{BarKind, HostDevice, HostError, HostResources};
 use crate::ioreq::{IoHandler, Request};
 use crate::log::RateLimit;
+use crate::msi::msi::{MsiEffect, MsiRegs, MsiState};
 use crate::msi::msix::{Msix, MsixEffect};
+use crate::msi::MsiMessage;
 use crate::pci::*;
 use crate::pirq::{PirqTable, Vector};
 use crate::xen::{DomId, IoservId, Xen, XenError};
@@ -71,6 +74,7 @@ pub struct DeviceModel {
     pub bars: BarState,
     pub mapper: Mapper,
     pub msix: Option<Msix>,
+    pub msi: Option<MsiState>,
     pub pirqs: PirqTable,
     /// Guest address of the MSI-X table the pirqs were bound with.
     bound_gtable: u64,
@@ -144,6 +148,7 @@ impl DeviceModel {
             tracing::warn!(device = %sbdf, "{w}");
         }
         let msix = caps.msix.map(Msix::new);
+        let msi = caps.msi.map(MsiState::new);
         let mut dm = DeviceModel {
             host_sbdf: sbdf,
             pirqs: PirqTable::new(opts.domid, sbdf),
@@ -155,6 +160,7 @@ impl DeviceModel {
             cfg,
             caps,
             msix,
+            msi,
             bound_gtable: 0,
             log: RateLimit::guest(),
             stats: DeviceStats::default(),
@@ -255,6 +261,7 @@ impl DeviceModel {
                     }
                 }
             }
+            Hook::Msi => self.on_msi_write(xen),
             Hook::PmCsr => {
                 if (t.old ^ t.new) & 3 != 0 {
                     tracing::debug!(device = %self.host_sbdf, "guest power state D{} (virtual)", t.new & 3);
@@ -303,19 +310,99 @@ impl DeviceModel {
                     let unmasked = self.msix_unmasked_now(&m);
                     let (errors, lost) = self.pirqs.rebind_gtable(xen, g, |v| match v {
                         Vector::Msix(e) => unmasked.get(e as usize).copied().unwrap_or(false),
+                        Vector::Msi(_) => true,
                     });
                     for e in errors {
                         self.stats.bind_errors += 1;
                         guest_warn!(self.log, device = %self.host_sbdf, "re-binding MSI-X after the table moved failed: {e}");
                     }
                     if let Some(msix) = self.msix.as_mut() {
-                        for Vector::Msix(e) in lost {
-                            msix.bind_failed(e);
+                        for v in lost {
+                            if let Vector::Msix(e) = v {
+                                msix.bind_failed(e);
+                            }
                         }
                     }
                     self.bound_gtable = g;
                 }
             }
+        }
+    }
+
+    /// The guest wrote the MSI capability: bring Xen in line with its registers.
+    fn on_msi_write(&mut self, xen: &mut dyn Xen) {
+        let Some(l) = self.msi.as_ref().and_then(|m| m.layout) else { return };
+        let ctrl = self.cfg.emulated(l.cap_offset + msi_cap::CONTROL_OFFSET, 2) as u16;
+        let mut mme = ((ctrl & msi_cap::CONTROL_MME_MASK) >> 4) as u8;
+        if mme > l.mmc {
+            // Asking for more than the function can do gets what it can do.
+            mme = l.mmc;
+            self.cfg.set(
+                l.cap_offset + msi_cap::CONTROL_OFFSET,
+                2,
+                ((ctrl & !msi_cap::CONTROL_MME_MASK) | (mme as u16) << 4) as u32,
+            );
+        }
+        let lo = self.cfg.emulated(l.cap_offset + msi_cap::ADDR_LO_OFFSET, 4) as u64;
+        let hi = l.addr_hi().map(|o| self.cfg.emulated(o, 4) as u64).unwrap_or(0);
+        let regs = MsiRegs {
+            enable: ctrl & msi_cap::CONTROL_ENABLE_BIT != 0,
+            mme,
+            msg: MsiMessage { addr: lo | hi << 32, data: self.cfg.emulated(l.data(), 2) },
+            mask: l.mask().map(|o| self.cfg.emulated(o, 4)).unwrap_or(0),
+        };
+        let Some(state) = self.msi.as_mut() else { return };
+        let fx = state.sync(regs);
+        if fx.is_empty() {
+            return;
+        }
+        tracing::debug!(device = %self.host_sbdf, "MSI effects: {fx:x?}");
+        for f in fx {
+            let res = match f {
+                MsiEffect::Map { count, msg } => self.pirqs.map_msi(xen, count, msg.xen_pirq()),
+                MsiEffect::Bind { index, msg, unmask } => self.pirqs.bind_msi(xen, index, msg, unmask),
+                MsiEffect::Unbind { index } => self.pirqs.unbind(xen, Vector::Msi(index as u8)).map_err(Into::into),
+                MsiEffect::HostControl { enable, mme } => {
+                    self.write_host_msi_control(l.cap_offset, enable, mme);
+                    Ok(())
+                }
+                MsiEffect::ReleaseAll => {
+                    for e in self.pirqs.release_all(xen) {
+                        guest_warn!(self.log, device = %self.host_sbdf, "releasing MSI vectors: {e}");
+                    }
+                    Ok(())
+                }
+            };
+            if let Err(e) = res {
+                // Containment (QEMU's model): a failed enable leaves MSI disabled, as the
+                // guest will read it, with nothing half set up; xenpt keeps running.
+                self.stats.bind_errors += 1;
+                guest_warn!(self.log, device = %self.host_sbdf, domid = self.opts.domid, "MSI: {e}; MSI stays disabled");
+                for e in self.pirqs.release_all(xen) {
+                    guest_warn!(self.log, device = %self.host_sbdf, "releasing MSI vectors: {e}");
+                }
+                self.write_host_msi_control(l.cap_offset, false, 0);
+                if let Some(state) = self.msi.as_mut() {
+                    state.enable_failed();
+                }
+                let off = l.cap_offset + msi_cap::CONTROL_OFFSET;
+                let c = self.cfg.emulated(off, 2) & !(msi_cap::CONTROL_ENABLE_BIT as u32);
+                self.cfg.set(off, 2, c);
+                return;
+            }
+        }
+    }
+
+    /// Set the host's MSI Enable and Multiple Message Enable; nothing else of the host's
+    /// MSI capability is ever written (address, data and mask belong to Xen).
+    fn write_host_msi_control(&mut self, cap: u16, enable: bool, mme: u8) {
+        let res = self.host.config_read(cap + 2, 2).and_then(|cur| {
+            let keep = cur as u16 & !(msi_cap::CONTROL_ENABLE_BIT | msi_cap::CONTROL_MME_MASK);
+            let v = keep | if enable { msi_cap::CONTROL_ENABLE_BIT } else { 0 } | (mme as u16) << 4;
+            self.host.config_write(cap + 2, 2, v as u32)
+        });
+        if let Err(e) = res {
+            guest_warn!(self.log, device = %self.host_sbdf, "setting host MSI control: {e}");
         }
     }
 
@@ -470,6 +557,9 @@ impl DeviceModel {
         let mut errors = self.pirqs.release_all(xen);
         if let Some(m) = self.msix_layout() {
             self.write_host_msix_control(m.cap_offset, 0);
+        }
+        if let Some(l) = self.msi.as_ref().and_then(|m| m.layout) {
+            self.write_host_msi_control(l.cap_offset, false, 0);
         }
         errors.extend(self.mapper.apply(xen, &Plan::default()));
         errors

@@ -130,7 +130,7 @@ fn allowed(w: &HostWrite, msix_cap: Option<u16>, msi_cap: Option<u16>, pcie_cap:
         return changed & !0xc000_0000 == 0; // xenpt's own MSI-X Enable/Function Mask
     }
     if msi_cap.is_some_and(&is) {
-        return changed & !0x0001_0000 == 0; // start-up MSI disable
+        return changed & !0x0071_0000 == 0; // xenpt's own MSI Enable and Multiple Message Enable
     }
     if pcie_cap.is_some_and(|c| is(c + 8)) {
         return changed & !0x000f_0000 == 0; // PCIe Device Status: W1C error bits

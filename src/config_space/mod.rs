@@ -37,6 +37,8 @@ pub enum Hook {
     MsixControl,
     /// PM control/status.
     PmCsr,
+    /// Any dword of the MSI capability.
+    Msi,
 }
 
 /// A normalised config access: dword index and byte-enable mask.

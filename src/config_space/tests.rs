@@ -285,11 +285,13 @@ fn header_reads_as_decided() {
     assert_eq!(r(&mut dm, INTERRUPT_PIN_OFFSET, 1), 0, "no INTx served yet: pin 0, not a pin that never fires");
     assert_eq!(r(&mut dm, CAP_PTR_OFFSET, 1), 0x40);
     assert_eq!(r(&mut dm, STATUS_OFFSET, 2) & STATUS_CAP_LIST_BIT as u32, STATUS_CAP_LIST_BIT as u32);
-    // Chain: PCIe -> PM -> MSI-X (MSI at 0x90 unlinked and hidden).
+    // Chain: PCIe -> PM -> MSI -> MSI-X, as on the host.
     assert_eq!(r(&mut dm, 0x41, 1), 0x80);
-    assert_eq!(r(&mut dm, 0x81, 1), 0xb0);
+    assert_eq!(r(&mut dm, 0x81, 1), 0x90);
+    assert_eq!(r(&mut dm, 0x91, 1), 0xb0);
     assert_eq!(r(&mut dm, 0xb1, 1), 0);
-    assert_eq!(r(&mut dm, 0x90, 4), 0, "hidden capability reads 0");
+    assert_eq!(r(&mut dm, 0x92, 2), 0x018a, "MSI: 64-bit, per-vector masks, 32 vectors capable, disabled");
+    assert_eq!(r(&mut dm, 0x40 + 0x14, 4), 0, "hidden endpoint slot registers read 0");
     assert_eq!(r(&mut dm, 0x100, 4), 0, "extended capabilities hidden");
     assert_eq!(r(&mut dm, 0x44, 4) & (1 << 28), 0, "FLR not offered to the guest");
     let (_nvme, mut pvh) = nvme_device(Profile::Pvh);

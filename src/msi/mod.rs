@@ -1,5 +1,6 @@
 //! Guest interrupt programming: MSI messages, gflags, and the MSI-X table state machine.
 
+pub mod msi;
 pub mod msix;
 
 use crate::xen::gflags;

@@ -13,6 +13,10 @@ use crate::xen::{gflags, DomId, PirqMap, PtIrq, Xen, XenError};
 pub enum PirqError {
     #[error("MSI message address {addr:#x} is outside the x86 interrupt window 0xFEExxxxx; vector not bound")]
     BadMessage { addr: u64 },
+    #[error("Xen granted {granted} of the {wanted} MSI vectors asked for")]
+    Short { wanted: u32, granted: u32 },
+    #[error("{vector:?} has no pirq")]
+    NotMapped { vector: Vector },
     #[error(transparent)]
     Xen(#[from] XenError),
 }
@@ -21,6 +25,8 @@ pub enum PirqError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Vector {
     Msix(u16),
+    /// Vector i of the MSI block.
+    Msi(u8),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,6 +121,43 @@ impl PirqTable {
         }
     }
 
+    /// Map the MSI block: one vector (a PV-on-HVM guest may ask for its pirq) or a
+    /// multi-MSI block of `count` contiguous pirqs. Xen must grant the whole block.
+    pub fn map_msi(&mut self, xen: &mut dyn Xen, count: u32, wanted: Option<u32>) -> Result<(), PirqError> {
+        let req = if count == 1 {
+            PirqMap::Msi { sbdf: self.host, pirq: wanted }
+        } else {
+            PirqMap::MultiMsi { sbdf: self.host, count }
+        };
+        self.stats.maps += 1;
+        let m = xen.map_pirq(self.domid, req).inspect_err(|_| self.stats.failures += 1)?;
+        if m.count != count {
+            self.stats.failures += 1;
+            for i in 0..m.count {
+                let _ = xen.unmap_pirq(self.domid, m.pirq + i);
+            }
+            return Err(PirqError::Short { wanted: count, granted: m.count });
+        }
+        for i in 0..count {
+            self.vectors.insert(Vector::Msi(i as u8), PirqState { pirq: m.pirq + i, bound: None });
+        }
+        Ok(())
+    }
+
+    /// Bind (or re-bind in place) MSI vector `index`: `gvec = base | index`.
+    pub fn bind_msi(&mut self, xen: &mut dyn Xen, index: u32, msg: MsiMessage, unmask: bool) -> Result<(), PirqError> {
+        let gf = msg.gflags(unmask).ok_or(PirqError::BadMessage { addr: msg.addr })?;
+        let v = Vector::Msi(index as u8);
+        let st = *self.vectors.get(&v).ok_or(PirqError::NotMapped { vector: v })?;
+        let bind = PtIrq::Msi { pirq: st.pirq, gvec: msg.gvec() | index as u8, gflags: gf, gtable: 0 };
+        self.stats.binds += 1;
+        xen.bind_pt_irq(self.domid, bind).inspect_err(|_| self.stats.failures += 1)?;
+        let stored =
+            PtIrq::Msi { pirq: st.pirq, gvec: msg.gvec() | index as u8, gflags: gf & !gflags::UNMASKED, gtable: 0 };
+        self.vectors.insert(v, PirqState { bound: Some(stored), ..st });
+        Ok(())
+    }
+
     /// Unbind one vector and keep its pirq: how a mask reaches Xen when its msixtbl did not
     /// handle it (Xen leaves an unbound vector guest-masked).
     pub fn unbind(&mut self, xen: &mut dyn Xen, v: Vector) -> Result<(), XenError> {
@@ -193,8 +236,12 @@ impl PirqTable {
     ) -> (Vec<XenError>, Vec<Vector>) {
         let mut errors = Vec::new();
         let mut lost = Vec::new();
-        let bound: Vec<(Vector, PirqState, PtIrq)> =
-            self.vectors.iter().filter_map(|(&v, &st)| st.bound.map(|b| (v, st, b))).collect();
+        let bound: Vec<(Vector, PirqState, PtIrq)> = self
+            .vectors
+            .iter()
+            .filter(|(v, _)| matches!(v, Vector::Msix(_)))
+            .filter_map(|(&v, &st)| st.bound.map(|b| (v, st, b)))
+            .collect();
         for &(v, st, b) in &bound {
             self.stats.unbinds += 1;
             match xen.unbind_pt_irq(self.domid, b) {

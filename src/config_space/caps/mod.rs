@@ -2,6 +2,7 @@
 //! protection), each capability xenpt knows gets its policy from its own file, and the
 //! chain the guest sees is built from the list of exposed capabilities.
 
+pub mod msi;
 pub mod msix;
 pub mod pcie;
 pub mod pm;
@@ -26,6 +27,7 @@ pub struct CapInfo {
 pub struct CapLayout {
     pub caps: Vec<CapInfo>,
     pub msix: Option<msix::MsixLayout>,
+    pub msi: Option<msi::MsiLayout>,
     /// Problems with the host chain (loops, pointers into the header), for the start-up log.
     pub warnings: Vec<String>,
 }
@@ -142,7 +144,16 @@ pub fn build(cfg: &mut ConfigSpace, host_cfg: &[u8], res: &HostResources, profil
                 Some(_) => hide("PCI Express capability overlaps the next capability"),
                 None => hide("PCI Express root ports, switches and bridges cannot be passed through"),
             },
-            CAP_ID_MSI => (hidden_len(id, host_cfg, off, room), Some("MSI is not offered yet; the guest uses MSI-X")),
+            CAP_ID_MSI => {
+                let ctrl = u16::from_le_bytes([host_cfg[off as usize + 2], host_cfg[off as usize + 3]]);
+                let l = msi::MsiLayout::from_control(off, ctrl);
+                if l.len() <= room && layout.msi.is_none() {
+                    layout.msi = Some(l);
+                    (l.len(), None)
+                } else {
+                    hide("MSI capability overlaps the next capability, or is a second one")
+                }
+            }
             _ => (hidden_len(id, host_cfg, off, room), Some("not emulated")),
         };
         layout.caps.push(CapInfo { id, offset: off, len, hidden });
@@ -153,6 +164,11 @@ pub fn build(cfg: &mut ConfigSpace, host_cfg: &[u8], res: &HostResources, profil
             (Some(_), _) => cfg.hide(c.offset, c.len),
             (None, CAP_ID_PM) => pm::define(cfg, host_cfg, c.offset),
             (None, CAP_ID_MSIX) => msix::define(cfg, host_cfg, c.offset),
+            (None, CAP_ID_MSI) => {
+                if let Some(l) = layout.msi {
+                    msi::define(cfg, &l)
+                }
+            }
             (None, CAP_ID_EXP) => pcie::define(cfg, host_cfg, c.offset, c.len),
             (None, _) => cfg.hide(c.offset, c.len),
         }

@@ -506,14 +506,15 @@ impl State {
     fn deliver_msi(&mut self, domid: DomId, pirq: u32, cv: &Condvar) {
         let Some(d) = self.domains.get_mut(&domid) else { return };
         let Some(p) = d.pirqs.get_mut(&pirq) else { return };
+        if p.guest_masked {
+            // Masked (which is also what an unbind leaves): the device's pending bit holds it.
+            p.pending = true;
+            return;
+        }
         let Some(b) = p.msi else {
             self.dropped_irqs.push(format!("d{domid} pirq {pirq}: not bound"));
             return;
         };
-        if p.guest_masked {
-            p.pending = true;
-            return;
-        }
         p.pending = false;
         let deliv = (b.gflags & gflags::DELIV_MASK) >> 12;
         if deliv > 1 {
