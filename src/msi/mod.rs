@@ -1,7 +1,7 @@
 //! Guest interrupt programming: MSI messages, gflags, and the MSI-X table state machine.
 
-pub mod msi;
 pub mod msix;
+pub mod plain;
 
 use crate::xen::gflags;
 

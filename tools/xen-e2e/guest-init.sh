@@ -4,6 +4,7 @@
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
+mkdir -p /tmp
 echo "GUEST-BOOT kernel $(uname -r) cmdline: $(cat /proc/cmdline)"
 for d in /sys/bus/pci/devices/*; do
     echo "GUEST-PCI $(basename $d) $(cat $d/vendor):$(cat $d/device) class $(cat $d/class)"

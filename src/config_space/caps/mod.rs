@@ -147,9 +147,9 @@ pub fn build(cfg: &mut ConfigSpace, host_cfg: &[u8], res: &HostResources, profil
             CAP_ID_MSI => {
                 let ctrl = u16::from_le_bytes([host_cfg[off as usize + 2], host_cfg[off as usize + 3]]);
                 let l = msi::MsiLayout::from_control(off, ctrl);
-                if l.len() <= room && layout.msi.is_none() {
+                if l.size() <= room && layout.msi.is_none() {
                     layout.msi = Some(l);
-                    (l.len(), None)
+                    (l.size(), None)
                 } else {
                     hide("MSI capability overlaps the next capability, or is a second one")
                 }

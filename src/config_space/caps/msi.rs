@@ -2,7 +2,7 @@
 //! (Enable and Multiple Message Enable writable; the capable count, 64-bit and per-vector
 //! masking flags read-only from the host), address, data and the mask bits. The guest's
 //! mask never reaches the device (XSA-129): xenpt turns it into Xen binds/unbinds. Pending
-//! bits read the host. The behaviour lives in crate::msi::msi.
+//! bits read the host. The behaviour lives in crate::msi::plain.
 
 use crate::config_space::{ConfigSpace, Hook, Reg};
 
@@ -33,7 +33,7 @@ impl MsiLayout {
             mmc: (((ctrl & CONTROL_MMC_MASK) >> 1) as u8).min(5),
         }
     }
-    pub fn len(&self) -> u16 {
+    pub fn size(&self) -> u16 {
         10 + if self.is_64 { 4 } else { 0 } + if self.per_vector_mask { 10 } else { 0 }
     }
     pub fn addr_hi(&self) -> Option<u16> {
@@ -77,7 +77,7 @@ pub fn define(cfg: &mut ConfigSpace, l: &MsiLayout) {
         cfg.define(p, 4, Reg { value: 0, emu: !vectors, writable: 0, w1c: 0 }); // host pending bits
     }
     let mut d = off & !3;
-    while d < off + l.len() {
+    while d < off + l.size() {
         cfg.set_hook(d, Hook::Msi);
         d += 4;
     }
