@@ -47,6 +47,14 @@ enum Cmd {
         /// Blocks (512 bytes) written and read back per queue (1-256).
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=256))]
         blocks: u32,
+        /// Which interrupt mechanism the guest driver uses.
+        #[arg(long, value_enum, default_value = "msix")]
+        irq: xenpt::demo::IrqMode,
+        /// Guest flavour: `linux` programs real vectors and masks entries; `pv-on-hvm` behaves
+        /// like a PV-on-HVM Linux guest (Xen's pirq MSI format, never touches mask bits,
+        /// interrupts arrive as event-channel events).
+        #[arg(long, value_enum, default_value = "linux")]
+        guest: xenpt::demo::GuestFlavour,
         /// Print only the summary line.
         #[arg(long, short)]
         quiet: bool,
@@ -106,12 +114,12 @@ fn main() -> ExitCode {
     let ansi = std::io::stderr().is_terminal();
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     match cli.cmd {
-        Cmd::Demo { profile, queues, blocks, quiet } => {
+        Cmd::Demo { profile, queues, blocks, irq, guest, quiet } => {
             if profile == Profile::Pvh {
                 eprintln!("xenpt demo: the pvh profile is not available yet (it needs the PVH host bridge); use --profile hvm");
                 return ExitCode::from(EXIT_NOT_AVAILABLE);
             }
-            let report = demo::run(&DemoOptions { profile, io_queues: queues, blocks, verbose: !quiet });
+            let report = demo::run(&DemoOptions { profile, io_queues: queues, blocks, irq, guest, verbose: !quiet });
             println!("{}", demo::summary(&report));
             if report.ok {
                 ExitCode::SUCCESS

@@ -1,11 +1,20 @@
 //! End to end: a simulated HVM guest uses the emulated NVMe controller through xenpt on
 //! the simulated Xen; the exact sequence of Xen operations xenpt performs is asserted.
 
-use xenpt::demo::{self, DemoOptions};
+use std::time::Duration;
+
+use xenpt::demo::{self, DemoOptions, GuestFlavour, IrqMode};
 use xenpt::Profile;
 
 fn quiet(io_queues: u16, blocks: u32) -> DemoOptions {
-    DemoOptions { profile: Profile::Hvm, io_queues, blocks, verbose: false }
+    DemoOptions {
+        profile: Profile::Hvm,
+        io_queues,
+        blocks,
+        irq: IrqMode::Msix,
+        guest: GuestFlavour::Linux,
+        verbose: false,
+    }
 }
 
 #[test]
@@ -59,7 +68,7 @@ fn nvme_data_round_trips_with_the_exact_xen_operation_sequence() {
     // Every completion arrived by interrupt on the vector programmed for its queue:
     // 6 admin commands on entry 0, then a write and a read on each I/O queue.
     assert_eq!(r.expected_vectors, vec![0x40, 0x41, 0x42]);
-    assert_eq!(r.interrupts, vec![0x40, 0x40, 0x40, 0x40, 0x40, 0x40, 0x41, 0x41, 0x42, 0x42]);
+    assert_eq!(r.interrupts, vec![0x40u32, 0x40, 0x40, 0x40, 0x40, 0x40, 0x41, 0x41, 0x42, 0x42]);
     assert_eq!(r.nvme.interrupts, 10);
 }
 
@@ -67,7 +76,7 @@ fn nvme_data_round_trips_with_the_exact_xen_operation_sequence() {
 fn each_of_many_queues_completes_on_its_own_vector() {
     let r = demo::run(&quiet(8, 8));
     assert!(r.ok, "{}", demo::summary(&r));
-    for q in 1..=8u8 {
+    for q in 1..=8u32 {
         let v = 0x40 + q;
         assert_eq!(r.interrupts.iter().filter(|&&x| x == v).count(), 2, "queue {q} on vector {v:#x}");
     }
@@ -86,4 +95,106 @@ fn large_transfers_use_prp_lists() {
 fn summary_line_says_pass() {
     let r = demo::run(&quiet(1, 1));
     assert!(demo::summary(&r).starts_with("demo: PASS"));
+}
+
+#[test]
+fn queues_1_2_and_32_each_complete_on_their_own_vector() {
+    for queues in [1u16, 2, 32] {
+        let o = DemoOptions { io_queues: queues, ..quiet(queues, 2) };
+        // 32 I/O queues need 33 MSI-X entries: the emulated controller has 64.
+        let r = demo::run(&o);
+        assert!(r.ok, "{queues} queues: {}", demo::summary(&r));
+        for q in 1..=queues as u32 {
+            assert_eq!(r.interrupts.iter().filter(|&&x| x == 0x40 + q).count(), 2, "{queues} queues: queue {q}");
+        }
+    }
+}
+
+#[test]
+fn multi_vector_msi_maps_a_block_and_binds_base_or_i() {
+    let o = DemoOptions { irq: IrqMode::Msi, ..quiet(3, 8) };
+    let r = demo::run(&o);
+    assert!(r.ok, "{}\n{}", demo::summary(&r), r.transcript.join("\n"));
+    let ops: Vec<String> = r.ops.iter().map(|o| o.to_string()).collect();
+    let i = ops.iter().position(|o| o.starts_with("map_pirq")).unwrap();
+    assert_eq!(ops[i], "map_pirq(d1, multi-MSI 0000:03:00.0 x4)");
+    for v in 0..4u32 {
+        assert_eq!(
+            ops[i + 1 + v as usize],
+            format!("bind_pt_irq(d1, MSI pirq {} gvec {:#x} gflags 0x10000 gtable 0x0)", 55 + v, 0x40 + v)
+        );
+    }
+    for q in 1..=3u32 {
+        assert_eq!(r.interrupts.iter().filter(|&&x| x == 0x40 + q).count(), 2, "queue {q}");
+    }
+    assert!(ops.iter().filter(|o| o.starts_with("unmap_pirq")).count() == 4, "teardown unmaps the block");
+}
+
+#[test]
+fn a_masked_msi_vector_holds_its_interrupt_until_unmasked() {
+    let o = DemoOptions { irq: IrqMode::Msi, ..quiet(2, 1) };
+    let mut flow = |os: &mut demo::guest_os::GuestOs, o: &DemoOptions, _r: &mut demo::DemoReport| {
+        demo::bring_up(os, o)?;
+        let buf = os.alloc(4096);
+        os.msi_mask(1, true)?;
+        os.start_read(1, 0, buf)?;
+        // Masked: the completion is posted but no interrupt arrives.
+        assert_eq!(os.g.wait_interrupt(0, Duration::from_millis(200))?, None, "masked vector delivered");
+        os.msi_mask(1, false)?;
+        os.finish_read(1)
+    };
+    let r = demo::run_with(&o, &mut flow);
+    assert!(r.ok, "{}\n{}", demo::summary(&r), r.transcript.join("\n"));
+    let ops: Vec<String> = r.ops.iter().map(|o| o.to_string()).collect();
+    let unbind = ops
+        .iter()
+        .position(|o| o == "unbind_pt_irq(d1, MSI pirq 56 gvec 0x41 gflags 0x0 gtable 0x0)")
+        .expect("mask unbinds");
+    let rebind = ops
+        .iter()
+        .position(|o| o == "bind_pt_irq(d1, MSI pirq 56 gvec 0x41 gflags 0x10000 gtable 0x0)")
+        .expect("bound at enable");
+    let unmask =
+        ops.iter().rposition(|o| o == "bind_pt_irq(d1, MSI pirq 56 gvec 0x41 gflags 0x10000 gtable 0x0)").unwrap();
+    assert!(rebind < unbind && unbind < unmask, "enable bind, mask unbind, unmask bind: {ops:#?}");
+    assert!(!ops[unbind..unmask].iter().any(|o| o.starts_with("unmap_pirq")), "masking never unmaps the pirq");
+}
+
+#[test]
+fn pv_on_hvm_guest_gets_the_pirqs_it_asked_for_and_takes_event_channel_interrupts() {
+    let o = DemoOptions { guest: GuestFlavour::PvOnHvm, ..quiet(2, 4) };
+    let r = demo::run(&o);
+    assert!(r.ok, "{}\n{}", demo::summary(&r), r.transcript.join("\n"));
+    let ops: Vec<String> = r.ops.iter().map(|o| o.to_string()).collect();
+    for (e, p) in [(0u32, 55u32), (1, 56), (2, 57)] {
+        assert!(
+            ops.contains(&format!("map_pirq(d1, MSI-X 0000:03:00.0 entry {e} table_base 0xfe000000 pirq {p})")),
+            "{ops:#?}"
+        );
+        assert!(
+            ops.contains(&format!("bind_pt_irq(d1, MSI pirq {p} gvec 0x0 gflags {:#x} gtable 0xf0002000)", p & 0xff))
+        );
+    }
+    assert_eq!(r.expected_vectors, vec![55, 56, 57]);
+    assert_eq!(r.interrupts.iter().filter(|&&p| p == 56).count(), 2, "queue 1's completions on its pirq's event");
+}
+
+#[test]
+fn msi_that_xen_refuses_stays_disabled_and_the_device_keeps_working() {
+    let o = DemoOptions { irq: IrqMode::Msi, ..quiet(1, 1) };
+    let mut flow = |os: &mut demo::guest_os::GuestOs, o: &DemoOptions, _r: &mut demo::DemoReport| {
+        os.g.sim().fail_nth("map_pirq", 1, xenpt::xen::Errno::ENOSPC);
+        match demo::bring_up(os, o) {
+            Err(e) => assert!(e.to_string().contains("MSI did not stay enabled"), "{e}"),
+            Ok(_) => panic!("MSI enabled although map_pirq failed"),
+        }
+        // The guest falls back to MSI-X, which works.
+        let o2 = DemoOptions { irq: IrqMode::Msix, ..o.clone() };
+        os.setup_msix(o2.io_queues + 1, 0x60)?;
+        os.nvme_enable()?;
+        os.identify().map(|_| ())
+    };
+    let r = demo::run_with(&o, &mut flow);
+    assert!(r.ok, "{}\n{}", demo::summary(&r), r.transcript.join("\n"));
+    assert!(r.interrupts.iter().all(|&v| v == 0x60), "{:?}", r.interrupts);
 }

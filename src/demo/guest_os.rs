@@ -34,6 +34,23 @@ pub struct FoundBar {
     pub addr: u64,
 }
 
+/// How the guest takes interrupts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum IrqMode {
+    Msix,
+    Msi,
+}
+
+/// Which kind of guest OS driver to behave like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GuestFlavour {
+    /// Native Linux: real vectors in the messages, entries masked and unmasked.
+    Linux,
+    /// PV-on-HVM Linux: Xen's pirq message format (vector 0, the pirq in the destination
+    /// and upper address), mask bits never touched, interrupts as event-channel events.
+    PvOnHvm,
+}
+
 /// A queue pair the guest driver owns.
 #[derive(Clone, Copy, Debug)]
 struct QueuePair {
@@ -44,7 +61,8 @@ struct QueuePair {
     sq_tail: u16,
     cq_head: u16,
     phase: bool,
-    vector: u8,
+    /// What announces its completions: an APIC vector, or a pirq (PV-on-HVM).
+    irq: u32,
 }
 
 pub struct GuestOs<'a> {
@@ -53,10 +71,12 @@ pub struct GuestOs<'a> {
     pub sbdf: Sbdf,
     pub bar0: u64,
     pub msix_cap: u16,
-    /// MSI-X entry i raises guest vector `vectors[i]`.
-    pub vectors: Vec<u8>,
-    /// Vectors seen, in order.
-    pub interrupts: Vec<u8>,
+    pub flavour: GuestFlavour,
+    /// Interrupt source i (MSI-X entry or MSI vector) announces itself as `vectors[i]`:
+    /// an APIC vector, or a pirq for a PV-on-HVM guest.
+    pub vectors: Vec<u32>,
+    /// Interrupts seen (vectors or pirqs), in order.
+    pub interrupts: Vec<u32>,
     next_ram: u64,
     next_mmio: u64,
     admin: Option<QueuePair>,
@@ -72,6 +92,7 @@ impl<'a> GuestOs<'a> {
         GuestOs {
             g,
             vcpu: 0,
+            flavour: GuestFlavour::Linux,
             sbdf: Sbdf::new(0, 0, 0, 0),
             bar0: 0,
             msix_cap: 0,
@@ -242,7 +263,7 @@ impl<'a> GuestOs<'a> {
             self.g.mmio_write(self.vcpu, e + 4, 4, 0)?;
             self.g.mmio_write(self.vcpu, e + 8, 4, v as u64)?;
             self.g.mmio_write(self.vcpu, e + 12, 4, 1)?;
-            self.vectors.push(v);
+            self.vectors.push(v as u32);
         }
         self.say(format!("programmed {n} entries (masked, under Function Mask), vectors {first_vector:#x}.."));
         self.cfg_write(cap + 2, 2, CONTROL_ENABLE_BIT as u32)?;
@@ -252,6 +273,79 @@ impl<'a> GuestOs<'a> {
         }
         self.say(format!("unmasked entries 0..{n}"));
         Ok(())
+    }
+
+    /// Program `n` MSI-X entries the PV-on-HVM Linux way: a pirq from Xen per entry, the
+    /// pirq in the message (vector 0), mask bits never written, MSI-X enabled, then each
+    /// pirq bound to an event channel.
+    pub fn setup_msix_pv_on_hvm(&mut self, n: u16) -> GResult<()> {
+        let caps = self.capabilities()?;
+        let Some(&(_, cap)) = caps.iter().find(|c| c.0 == CAP_ID_MSIX) else { return fail("no MSI-X capability") };
+        self.msix_cap = cap;
+        let table = self.cfg_read(cap + 4, 4)?;
+        let table_addr = self.bar0 + (table & !7) as u64;
+        self.vectors.clear();
+        for i in 0..n {
+            let pirq = self.g.get_free_pirq()?;
+            let e = self.msix_entry_addr(table_addr, i);
+            self.g.mmio_write(self.vcpu, e, 4, 0xfee0_0000 | ((pirq as u64 & 0xff) << 12))?;
+            self.g.mmio_write(self.vcpu, e + 4, 4, pirq as u64 & 0xffff_ff00)?;
+            self.g.mmio_write(self.vcpu, e + 8, 4, 0)?;
+            self.vectors.push(pirq);
+        }
+        self.say(format!("PV-on-HVM: {n} entries carry pirqs {:?} (vector 0), mask bits untouched", self.vectors));
+        self.cfg_write(cap + 2, 2, CONTROL_ENABLE_BIT as u32)?;
+        for &p in &self.vectors.clone() {
+            self.g.bind_pirq_evtchn(p)?;
+        }
+        self.say("MSI-X enabled; pirqs bound to event channels".into());
+        Ok(())
+    }
+
+    /// Program MSI with enough vectors for `n` interrupt sources (a power of two), all
+    /// unmasked, vectors `base | i`.
+    pub fn setup_msi(&mut self, n: u16, base: u8) -> GResult<()> {
+        let caps = self.capabilities()?;
+        let Some(&(_, cap)) = caps.iter().find(|c| c.0 == CAP_ID_MSI) else { return fail("no MSI capability") };
+        let ctrl = self.cfg_read(cap + 2, 2)?;
+        let mmc = (ctrl >> 1) & 7;
+        let want = (n as u32).next_power_of_two().trailing_zeros();
+        if want > mmc {
+            return fail(format!("want {n} MSI vectors, the function can do {}", 1 << mmc));
+        }
+        let is64 = ctrl & 0x80 != 0;
+        let dest = self.g.apic_id(self.vcpu);
+        self.cfg_write(cap + 4, 4, 0xfee0_0000 | dest << 12)?;
+        let data_off = if is64 {
+            self.cfg_write(cap + 8, 4, 0)?;
+            cap + 12
+        } else {
+            cap + 8
+        };
+        self.cfg_write(data_off, 2, base as u32)?;
+        if ctrl & 0x100 != 0 {
+            self.cfg_write(data_off + 4, 4, 0)?;
+        }
+        self.cfg_write(cap + 2, 2, 1 | want << 4)?;
+        let back = self.cfg_read(cap + 2, 2)?;
+        if back & 1 == 0 {
+            return fail("MSI did not stay enabled (xenpt refused it)");
+        }
+        let count = 1u32 << want;
+        self.vectors = (0..n as u32).map(|i| (base as u32) | (i % count)).collect();
+        self.say(format!("MSI enabled with {count} vector(s) {:#x}..", base));
+        Ok(())
+    }
+
+    /// Mask or unmask MSI vector `i` through the per-vector mask register.
+    pub fn msi_mask(&mut self, i: u32, masked: bool) -> GResult<()> {
+        let caps = self.capabilities()?;
+        let Some(&(_, cap)) = caps.iter().find(|c| c.0 == CAP_ID_MSI) else { return fail("no MSI capability") };
+        let ctrl = self.cfg_read(cap + 2, 2)?;
+        let mask_off = cap + if ctrl & 0x80 != 0 { 16 } else { 12 };
+        let cur = self.cfg_read(mask_off, 4)?;
+        let v = if masked { cur | 1 << i } else { cur & !(1 << i) };
+        self.cfg_write(mask_off, 4, v)
     }
 
     fn reg32(&self, off: u64) -> GResult<u32> {
@@ -294,28 +388,30 @@ impl<'a> GuestOs<'a> {
         self.wreg32(REG_CC, CC_EN_BIT | 6 << 16 | 4 << 20)?;
         self.wait_ready(true)?;
         self.admin =
-            Some(QueuePair { qid: 0, sq, cq, size, sq_tail: 0, cq_head: 0, phase: true, vector: self.vectors[0] });
+            Some(QueuePair { qid: 0, sq, cq, size, sq_tail: 0, cq_head: 0, phase: true, irq: self.vectors[0] });
         self.say(format!("controller enabled: admin SQ at {sq:#x}, CQ at {cq:#x}, {size} entries"));
         Ok(())
     }
 
     /// Submit one command and wait for its completion by interrupt. Returns (status, dw0).
-    fn submit(&mut self, q: &mut QueuePair, mut cmd: [u8; 64]) -> GResult<(u16, u32)> {
+    /// Submit one command and wait for its completion by interrupt. Returns (status, dw0).
+    fn submit(&mut self, q: &mut QueuePair, cmd: [u8; 64]) -> GResult<(u16, u32)> {
+        self.post(q, cmd)?;
+        self.wait_irq(q.irq, q.qid)?;
+        self.reap(q)
+    }
+
+    /// Put a command on a submission queue and ring its doorbell.
+    fn post(&mut self, q: &mut QueuePair, mut cmd: [u8; 64]) -> GResult<()> {
         self.cid = self.cid.wrapping_add(1);
         cmd[2..4].copy_from_slice(&self.cid.to_le_bytes());
         self.g.ram_write(q.sq + q.sq_tail as u64 * 64, &cmd)?;
         q.sq_tail = (q.sq_tail + 1) % q.size;
-        self.wreg32(REG_DOORBELL + 8 * q.qid as u64, q.sq_tail as u32)?;
-        let Some(v) = self.g.wait_interrupt(self.vcpu, IRQ_TIMEOUT)? else {
-            return fail(format!(
-                "no interrupt within {IRQ_TIMEOUT:?} for queue {} (expected vector {:#x})",
-                q.qid, q.vector
-            ));
-        };
-        self.interrupts.push(v);
-        if v != q.vector {
-            return fail(format!("interrupt on vector {v:#x}, queue {} completes on {:#x}", q.qid, q.vector));
-        }
+        self.wreg32(REG_DOORBELL + 8 * q.qid as u64, q.sq_tail as u32)
+    }
+
+    /// Take the completion the interrupt announced. Returns (status, dw0).
+    fn reap(&mut self, q: &mut QueuePair) -> GResult<(u16, u32)> {
         let mut cqe = [0u8; 16];
         self.g.ram_read(q.cq + q.cq_head as u64 * 16, &mut cqe)?;
         let sf = u16::from_le_bytes([cqe[14], cqe[15]]);
@@ -332,6 +428,55 @@ impl<'a> GuestOs<'a> {
         }
         self.wreg32(REG_DOORBELL + 8 * q.qid as u64 + 4, q.cq_head as u32)?;
         Ok((sf >> 1, u32::from_le_bytes(cqe[0..4].try_into().expect("4 bytes"))))
+    }
+
+    /// Submit a read of one block on I/O queue `qid` without waiting for it; then
+    /// `finish_read` waits for its interrupt and takes the completion.
+    pub fn start_read(&mut self, qid: u16, lba: u64, buf: u64) -> GResult<()> {
+        let c = Self::cmd(IO_READ, 1, buf, 0, [lba as u32, (lba >> 32) as u32, 0, 0, 0, 0]);
+        let i = self.io_queue(qid)?;
+        let mut q = self.io_queues[i];
+        let r = self.post(&mut q, c);
+        self.io_queues[i] = q;
+        r
+    }
+
+    pub fn finish_read(&mut self, qid: u16) -> GResult<()> {
+        let i = self.io_queue(qid)?;
+        let mut q = self.io_queues[i];
+        let r = self.wait_irq(q.irq, qid).and_then(|_| self.reap(&mut q));
+        self.io_queues[i] = q;
+        match r? {
+            (0, _) => Ok(()),
+            (st, _) => fail(format!("read on queue {qid}: status {st:#x}")),
+        }
+    }
+
+    fn io_queue(&self, qid: u16) -> GResult<usize> {
+        self.io_queues
+            .iter()
+            .position(|q| q.qid == qid)
+            .ok_or_else(|| GuestOsError::Failed(format!("no I/O queue {qid}")))
+    }
+
+    /// Wait for the interrupt that announces a completion: an APIC vector on this vCPU,
+    /// or the pirq's event for a PV-on-HVM guest.
+    pub fn wait_irq(&mut self, expected: u32, qid: u16) -> GResult<()> {
+        let got = match self.flavour {
+            GuestFlavour::Linux => self.g.wait_interrupt(self.vcpu, IRQ_TIMEOUT)?.map(u32::from),
+            GuestFlavour::PvOnHvm => self.g.wait_pirq_event(IRQ_TIMEOUT)?,
+        };
+        let what = if self.flavour == GuestFlavour::Linux { "vector" } else { "pirq" };
+        let Some(v) = got else {
+            return fail(format!(
+                "no interrupt within {IRQ_TIMEOUT:?} for queue {qid} (expected {what} {expected:#x})"
+            ));
+        };
+        self.interrupts.push(v);
+        if v != expected {
+            return fail(format!("interrupt on {what} {v:#x}, queue {qid} completes on {expected:#x}"));
+        }
+        Ok(())
     }
 
     fn admin_cmd(&mut self, cmd: [u8; 64]) -> GResult<(u16, u32)> {
@@ -395,14 +540,14 @@ impl<'a> GuestOs<'a> {
             if st != 0 {
                 return fail(format!("Create I/O SQ {qid}: status {st:#x}"));
             }
-            let vector = *self
+            let irq = *self
                 .vectors
                 .get(qid as usize)
-                .ok_or_else(|| GuestOsError::Failed(format!("no MSI-X vector for queue {qid}")))?;
-            self.io_queues.push(QueuePair { qid, sq, cq, size, sq_tail: 0, cq_head: 0, phase: true, vector });
+                .ok_or_else(|| GuestOsError::Failed(format!("no interrupt source for queue {qid}")))?;
+            self.io_queues.push(QueuePair { qid, sq, cq, size, sq_tail: 0, cq_head: 0, phase: true, irq });
             qs.push(qid);
         }
-        self.say(format!("created {n} I/O queue pair(s), queue i on MSI-X entry i"));
+        self.say(format!("created {n} I/O queue pair(s), queue i on interrupt source i"));
         Ok(qs)
     }
 

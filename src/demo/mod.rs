@@ -16,6 +16,7 @@ use crate::xen::sim::{Op, Sim};
 use crate::xen::{DomId, GuestKind};
 use crate::Profile;
 use guest_os::GuestOs;
+pub use guest_os::{GuestFlavour, IrqMode};
 
 /// Where the emulated controller sits on the host, and where its BAR0 is.
 pub const HOST_SBDF: Sbdf = Sbdf::new(0, 0x03, 0, 0);
@@ -29,13 +30,22 @@ pub struct DemoOptions {
     pub io_queues: u16,
     /// Blocks written and read back per I/O queue.
     pub blocks: u32,
+    pub irq: IrqMode,
+    pub guest: GuestFlavour,
     /// Print the transcript as it happens.
     pub verbose: bool,
 }
 
 impl Default for DemoOptions {
     fn default() -> Self {
-        DemoOptions { profile: Profile::Hvm, io_queues: 2, blocks: 64, verbose: true }
+        DemoOptions {
+            profile: Profile::Hvm,
+            io_queues: 2,
+            blocks: 64,
+            irq: IrqMode::Msix,
+            guest: GuestFlavour::Linux,
+            verbose: true,
+        }
     }
 }
 
@@ -45,8 +55,9 @@ pub struct DemoReport {
     pub ok: bool,
     pub failure: Option<String>,
     pub bytes_verified: u64,
-    pub interrupts: Vec<u8>,
-    pub expected_vectors: Vec<u8>,
+    /// Interrupts the guest took: APIC vectors, or pirqs for a PV-on-HVM guest.
+    pub interrupts: Vec<u32>,
+    pub expected_vectors: Vec<u32>,
     pub ops: Vec<Op>,
     pub nvme: NvmeStats,
     pub violations: Vec<String>,
@@ -94,10 +105,18 @@ fn pattern(qid: u16, i: usize) -> u8 {
 
 /// Run the demo end to end.
 pub fn run(opts: &DemoOptions) -> DemoReport {
+    run_with(opts, &mut demo_flow)
+}
+
+/// What the guest does once xenpt serves the device: the demo's flow, or a test's.
+pub type GuestFlow<'a> = dyn FnMut(&mut GuestOs, &DemoOptions, &mut DemoReport) -> guest_os::GResult<()> + 'a;
+
+/// Run the demo's set-up and teardown around a custom guest flow (for tests).
+pub fn run_with(opts: &DemoOptions, flow: &mut GuestFlow) -> DemoReport {
     let sim = Sim::default();
     let t = Transcript { lines: Arc::default(), sim: sim.clone(), seen: Arc::default(), verbose: opts.verbose };
     let mut report = DemoReport::default();
-    let res = run_inner(&sim, &t, opts, &mut report);
+    let res = run_inner(&sim, &t, opts, &mut report, flow);
     t.flush_ops();
     report.ops = sim.ops();
     report.violations = sim.violations();
@@ -109,7 +128,13 @@ pub fn run(opts: &DemoOptions) -> DemoReport {
     report
 }
 
-fn run_inner(sim: &Sim, t: &Transcript, opts: &DemoOptions, report: &mut DemoReport) -> Result<(), String> {
+fn run_inner(
+    sim: &Sim,
+    t: &Transcript,
+    opts: &DemoOptions,
+    report: &mut DemoReport,
+    flow: &mut GuestFlow,
+) -> Result<(), String> {
     let kind = match opts.profile {
         Profile::Hvm => GuestKind::Hvm,
         Profile::Pvh => GuestKind::Pvh,
@@ -167,7 +192,7 @@ fn run_inner(sim: &Sim, t: &Transcript, opts: &DemoOptions, report: &mut DemoRep
     t.flush_ops();
     t.line(format!("xenpt: serving {HOST_SBDF} to domain {domid} at guest {GUEST_SBDF}"));
 
-    let guest_result = drive_guest(sim, t, domid, opts, report);
+    let guest_result = drive_guest(sim, t, domid, opts, report, flow);
 
     t.flush_ops();
     t.line("host: guest done; stopping xenpt (ordered teardown)".into());
@@ -202,53 +227,71 @@ fn drive_guest(
     domid: DomId,
     opts: &DemoOptions,
     report: &mut DemoReport,
+    flow: &mut GuestFlow,
 ) -> Result<(), String> {
     let tc = t.clone();
     let mut say = move |s: String| tc.guest(s);
     let mut os = GuestOs::new(sim.guest(domid), &mut say);
-    let r = (|| -> guest_os::GResult<()> {
-        os.enumerate()?;
-        os.size_and_assign_bars()?;
-        os.enable_decode_and_master()?;
-        os.setup_msix(opts.io_queues + 1, 0x40)?;
-        os.nvme_enable()?;
-        let (model, _serial, ns_blocks) = os.identify()?;
-        if model != crate::host::nvme::MODEL {
-            return Err(guest_os::GuestOsError::Failed(format!("unexpected model {model:?}")));
-        }
-        let qs = os.create_io_queues(opts.io_queues)?;
-        let n = opts.blocks;
-        for &qid in &qs {
-            let len = n as usize * LBA_SIZE;
-            let lba = (qid as u64 - 1) * n as u64;
-            if lba + n as u64 > ns_blocks {
-                return Err(guest_os::GuestOsError::Failed("namespace too small for the demo".into()));
-            }
-            let data: Vec<u8> = (0..len).map(|i| pattern(qid, i)).collect();
-            let wbuf = os.alloc(len as u64);
-            let rbuf = os.alloc(len as u64);
-            os.g.ram_write(wbuf, &data)?;
-            os.rw(qid, true, lba, n, wbuf)?;
-            os.rw(qid, false, lba, n, rbuf)?;
-            let mut back = vec![0u8; len];
-            os.g.ram_read(rbuf, &mut back)?;
-            if back != data {
-                let at = back.iter().zip(&data).position(|(a, b)| a != b).unwrap_or(0);
-                return Err(guest_os::GuestOsError::Failed(format!(
-                    "queue {qid}: data read back differs at byte {at}"
-                )));
-            }
-            os.say_public(format!(
-                "queue {qid}: wrote {n} blocks at LBA {lba} and read them back: {len} bytes identical (completions on vector {:#x})",
-                os.vectors[qid as usize]
-            ));
-            report.bytes_verified += len as u64;
-        }
-        Ok(())
-    })();
+    os.flavour = opts.guest;
+    let r = flow(&mut os, opts, report);
     report.interrupts = os.interrupts.clone();
     report.expected_vectors = os.vectors.clone();
     r.map_err(|e| format!("guest: {e}"))
+}
+
+/// Enumerate, program BARs and interrupts, bring the controller up: everything before I/O.
+pub fn bring_up(os: &mut GuestOs, opts: &DemoOptions) -> guest_os::GResult<u64> {
+    os.enumerate()?;
+    os.size_and_assign_bars()?;
+    os.enable_decode_and_master()?;
+    let sources = opts.io_queues + 1;
+    match (opts.irq, opts.guest) {
+        (IrqMode::Msix, GuestFlavour::Linux) => os.setup_msix(sources, 0x40)?,
+        (IrqMode::Msix, GuestFlavour::PvOnHvm) => os.setup_msix_pv_on_hvm(sources)?,
+        (IrqMode::Msi, GuestFlavour::Linux) => os.setup_msi(sources, 0x40)?,
+        (IrqMode::Msi, GuestFlavour::PvOnHvm) => {
+            return Err(guest_os::GuestOsError::Failed("the PV-on-HVM flavour is modelled for MSI-X only".into()))
+        }
+    }
+    os.nvme_enable()?;
+    let (model, _serial, ns_blocks) = os.identify()?;
+    if model != crate::host::nvme::MODEL {
+        return Err(guest_os::GuestOsError::Failed(format!("unexpected model {model:?}")));
+    }
+    os.create_io_queues(opts.io_queues)?;
+    Ok(ns_blocks)
+}
+
+/// The demo: bring up, then write and read back a pattern on every I/O queue.
+fn demo_flow(os: &mut GuestOs, opts: &DemoOptions, report: &mut DemoReport) -> guest_os::GResult<()> {
+    let ns_blocks = bring_up(os, opts)?;
+    let n = opts.blocks;
+    for qid in 1..=opts.io_queues {
+        let len = n as usize * LBA_SIZE;
+        let lba = (qid as u64 - 1) * n as u64;
+        if lba + n as u64 > ns_blocks {
+            return Err(guest_os::GuestOsError::Failed("namespace too small for the demo".into()));
+        }
+        let data: Vec<u8> = (0..len).map(|i| pattern(qid, i)).collect();
+        let wbuf = os.alloc(len as u64);
+        let rbuf = os.alloc(len as u64);
+        os.g.ram_write(wbuf, &data)?;
+        os.rw(qid, true, lba, n, wbuf)?;
+        os.rw(qid, false, lba, n, rbuf)?;
+        let mut back = vec![0u8; len];
+        os.g.ram_read(rbuf, &mut back)?;
+        if back != data {
+            let at = back.iter().zip(&data).position(|(a, b)| a != b).unwrap_or(0);
+            return Err(guest_os::GuestOsError::Failed(format!("queue {qid}: data read back differs at byte {at}")));
+        }
+        let what = if opts.guest == GuestFlavour::Linux { "vector" } else { "pirq" };
+        os.say_public(format!(
+            "queue {qid}: wrote {n} blocks at LBA {lba} and read them back: {len} bytes identical (completions on {what} {:#x})",
+            os.vectors[qid as usize]
+        ));
+        report.bytes_verified += len as u64;
+    }
+    Ok(())
 }
 
 /// Render the one-line summary.
@@ -257,7 +300,7 @@ pub fn summary(r: &DemoReport) -> String {
         let distinct: std::collections::BTreeSet<_> = r.interrupts.iter().collect();
         let vecs: Vec<String> = distinct.iter().map(|v| format!("{v:#x}")).collect();
         format!(
-            "demo: PASS — {} bytes written and read back through xenpt, {} interrupts on the programmed vectors [{}], {} Xen operations, no protocol violations, nothing left mapped",
+            "demo: PASS — {} bytes written and read back through xenpt, {} interrupts on the programmed vectors/pirqs [{}], {} Xen operations, no protocol violations, nothing left mapped",
             r.bytes_verified,
             r.interrupts.len(),
             vecs.join(", "),

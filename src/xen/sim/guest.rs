@@ -417,6 +417,39 @@ impl SimGuest {
         }
     }
 
+    /// PHYSDEVOP_get_free_pirq (MAP_PIRQ_TYPE_MSI) as a PV-on-HVM guest calls it: reserve a
+    /// pirq number in the domain for the device model to map.
+    pub fn get_free_pirq(&self) -> GuestResult<u32> {
+        let mut s = self.sim.lock();
+        let d = self.live(&mut s)?;
+        let mut p = d.next_pirq;
+        while d.pirqs.contains_key(&p) || d.reserved_pirqs.contains(&p) {
+            p += 1;
+        }
+        d.next_pirq = p + 1;
+        d.reserved_pirqs.insert(p);
+        Ok(p)
+    }
+
+    /// EVTCHNOP_bind_pirq: the guest takes the pirq's interrupts as event-channel events.
+    /// Binding starts the pirq, which unmasks it (Xen's pirq_guest_bind).
+    pub fn bind_pirq_evtchn(&self, pirq: u32) -> GuestResult<()> {
+        let mut s = self.sim.lock();
+        let d = self.live(&mut s)?;
+        d.evtchn_pirqs.insert(pirq);
+        let deliver = match d.pirqs.get_mut(&pirq) {
+            Some(p) => {
+                p.guest_masked = false;
+                p.pending && p.msi.is_some()
+            }
+            None => false,
+        };
+        if deliver {
+            s.deliver_msi(self.domid, pirq, &self.sim.inner.cv);
+        }
+        Ok(())
+    }
+
     /// Wait for the next pirq event (PV-on-HVM delivery) and acknowledge it.
     pub fn wait_pirq_event(&self, timeout: Duration) -> GuestResult<Option<u32>> {
         let deadline = Instant::now() + timeout;

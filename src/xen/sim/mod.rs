@@ -177,6 +177,10 @@ struct Domain {
     next_server: IoservId,
     pirqs: BTreeMap<u32, Pirq>,
     next_pirq: u32,
+    /// pirqs a PV-on-HVM guest allocated (PHYSDEVOP_get_free_pirq) and not yet mapped.
+    reserved_pirqs: BTreeSet<u32>,
+    /// pirqs the guest bound to event channels (EVTCHNOP_bind_pirq).
+    evtchn_pirqs: BTreeSet<u32>,
     ram: Vec<u8>,
     lapics: Vec<Lapic>,
     cf8: u32,
@@ -299,6 +303,8 @@ impl Sim {
                 next_server: 0,
                 pirqs: BTreeMap::new(),
                 next_pirq: 55,
+                reserved_pirqs: BTreeSet::new(),
+                evtchn_pirqs: BTreeSet::new(),
                 ram: vec![0; ram_bytes],
                 lapics,
                 cf8: 0,
@@ -525,6 +531,10 @@ impl State {
         if b.gvec == 0 {
             // A PV-on-HVM guest asked for this pirq in its message and bound it to an event
             // channel: Xen sends the pirq's event instead of an APIC vector.
+            if !d.evtchn_pirqs.contains(&pirq) {
+                self.dropped_irqs.push(format!("d{domid} pirq {pirq}: gvec 0 but no event channel bound to it"));
+                return;
+            }
             if let Some(l) = d.lapics.first_mut() {
                 l.pirq_events.push_back(pirq);
                 l.delivered += 1;
@@ -939,7 +949,9 @@ impl Xen for SimXen {
                 Some(p) => p,
                 None => {
                     let mut p = d.next_pirq;
-                    while (p..p + sources.len() as u32).any(|q| d.pirqs.contains_key(&q)) {
+                    while (p..p + sources.len() as u32)
+                        .any(|q| d.pirqs.contains_key(&q) || d.reserved_pirqs.contains(&q))
+                    {
                         p += 1;
                     }
                     d.next_pirq = p + sources.len() as u32;
@@ -947,6 +959,7 @@ impl Xen for SimXen {
                 }
             };
             for (i, src) in sources.iter().enumerate() {
+                d.reserved_pirqs.remove(&(first + i as u32));
                 let msix = matches!(src, PirqSource::Msix { .. });
                 d.pirqs.insert(
                     first + i as u32,
