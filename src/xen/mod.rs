@@ -9,6 +9,7 @@ pub mod abi;
 pub mod page;
 pub mod privcmd;
 pub mod sim;
+pub mod xenstore;
 
 use std::fmt;
 use std::os::fd::RawFd;
