@@ -2,6 +2,7 @@
 //! request type, and the event loop. The same code runs against the simulator and
 //! against Xen; only the event-channel transport behind [`Xen`] differs.
 
+pub mod bufring;
 pub mod event_loop;
 pub mod slot;
 
@@ -104,6 +105,8 @@ pub struct ServerStats {
     pub pio: u64,
     pub invalidate: u64,
     pub unsupported: u64,
+    /// Writes taken from the buffered ring.
+    pub buffered: u64,
 }
 
 /// One ioreq server of xenpt in one guest.
@@ -111,9 +114,12 @@ pub struct IoreqServer {
     domid: DomId,
     id: IoservId,
     /// Keeps the mapped ioreq (and buffered) pages alive for the server's lifetime.
-    _pages: IoreqPages,
+    pages: IoreqPages,
     /// Local event-channel port -> vCPU.
     ports: HashMap<EvtchnPort, u32>,
+    /// Local port of the buffered ring, once bound.
+    buf_port: Option<EvtchnPort>,
+    buffered: Vec<Option<Ioreq>>,
     slots: Vec<Slot>,
     vcpus: u32,
     enabled: bool,
@@ -125,11 +131,17 @@ impl IoreqServer {
     /// XEN_DMOP_create_ioreq_server, then map its pages. On a mapping failure the server
     /// is destroyed again.
     pub fn create(xen: &mut dyn Xen, domid: DomId, vcpus: u32) -> Result<Self, XenError> {
+        Self::create_with(xen, domid, vcpus, BufIoreq::Off)
+    }
+
+    /// As [`IoreqServer::create`], with a buffered ring when `buf` is not Off (xenpt itself
+    /// needs none: only stdvga writes and TIMEOFFSET broadcasts use it).
+    pub fn create_with(xen: &mut dyn Xen, domid: DomId, vcpus: u32, buf: BufIoreq) -> Result<Self, XenError> {
         if vcpus == 0 || vcpus > MAX_VCPUS_PER_PAGE {
             // Xen serves only ioreq frame 0: one page, 128 vCPU slots.
             return Err(XenError::new("create_ioreq_server", domid, crate::xen::Errno::E2BIG));
         }
-        let id = xen.create_ioreq_server(domid, BufIoreq::Off)?;
+        let id = xen.create_ioreq_server(domid, buf)?;
         let pages = match xen.map_ioreq_pages(domid, id) {
             Ok(p) => p,
             Err(e) => {
@@ -141,8 +153,10 @@ impl IoreqServer {
         Ok(IoreqServer {
             domid,
             id,
-            _pages: pages,
+            pages,
             ports: HashMap::new(),
+            buf_port: None,
+            buffered: Vec::new(),
             slots,
             vcpus,
             enabled: false,
@@ -173,6 +187,9 @@ impl IoreqServer {
             let local = xen.evtchn_bind_interdomain(self.domid, remote)?;
             self.ports.insert(local, v);
         }
+        if let Some(remote) = self.pages.bufioreq_port {
+            self.buf_port = Some(xen.evtchn_bind_interdomain(self.domid, remote)?);
+        }
         Ok(())
     }
 
@@ -189,6 +206,10 @@ impl IoreqServer {
                 let port = self.events[i];
                 self.stats.events += 1;
                 xen.evtchn_unmask(port)?;
+                if Some(port) == self.buf_port {
+                    handled += self.drain_buffered(xen, handler);
+                    continue;
+                }
                 let Some(&vcpu) = self.ports.get(&port) else {
                     self.stats.spurious += 1;
                     continue;
@@ -220,6 +241,24 @@ impl IoreqServer {
         }
     }
 
+    /// Serve the buffered ring: writes only, nothing to answer; TIMEOFFSET broadcasts and
+    /// malformed slots are counted and dropped.
+    fn drain_buffered(&mut self, xen: &mut dyn Xen, handler: &mut dyn IoHandler) -> usize {
+        let Some(page) = self.pages.bufioreq.clone() else { return 0 };
+        self.buffered.clear();
+        let n = bufring::drain(&page, &mut self.buffered);
+        for r in std::mem::take(&mut self.buffered).into_iter().flatten() {
+            match Request::decode(&r) {
+                req @ (Request::Mmio { write: Some(_), .. } | Request::Pio { write: Some(_), .. }) => {
+                    self.stats.buffered += 1;
+                    handler.handle(xen, req);
+                }
+                _ => self.stats.unsupported += 1,
+            }
+        }
+        n
+    }
+
     /// Disable and destroy the server, then unbind the event channels (in that order, so no
     /// vCPU posts to a port nobody listens on). Continues past errors.
     pub fn destroy(&mut self, xen: &mut dyn Xen) -> Vec<XenError> {
@@ -233,7 +272,7 @@ impl IoreqServer {
         if let Err(e) = xen.destroy_ioreq_server(self.domid, self.id) {
             errors.push(e);
         }
-        for (&port, _) in self.ports.iter() {
+        for port in self.ports.keys().copied().chain(self.buf_port.take()) {
             if let Err(e) = xen.evtchn_unbind(port) {
                 errors.push(e);
             }

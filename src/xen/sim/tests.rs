@@ -478,3 +478,51 @@ fn answering_with_state_none_crashes_the_guest() {
     let r = t.join().unwrap();
     assert!(matches!(r, Err(guest::GuestError::Crashed(_, ref why)) if why.contains("bad ioreq state")), "{r:?}");
 }
+
+#[test]
+fn invalidate_broadcasts_are_completed_without_reaching_the_device_model() {
+    let (sim, d, _) = setup(GuestKind::Hvm);
+    let mut x = sim.xen();
+    let mut server = IoreqServer::create(&mut x, d, 2).unwrap();
+    server.enable(&mut x).unwrap();
+    let page = x.map_ioreq_pages(d, server.id()).unwrap().ioreq;
+    let slot = crate::ioreq::slot::Slot::new(&page, 1);
+    // Xen's ioreq_signal_mapcache_invalidate: dir=WRITE, size 4, data ~0, count 0.
+    let mut req = crate::ioreq::slot::Ioreq::simple(IOREQ_TYPE_INVALIDATE, 0, 4, Some(!0));
+    req.count = 0;
+    assert!(slot.post(&req));
+    let port = slot.vp_eport();
+    sim.lock().fire_to_dm(d, port);
+    let seen: Arc<Mutex<Vec<Request>>> = Arc::default();
+    let mut rec = Recorder { seen: seen.clone(), reads: 0 };
+    server.poll(&mut x, &mut rec).unwrap();
+    assert!(seen.lock().unwrap().is_empty(), "INVALIDATE is xenpt's to complete, not the device's");
+    assert_eq!(slot.state(), STATE_IORESP_READY);
+    assert_eq!(server.stats.invalidate, 1);
+}
+
+#[test]
+fn a_buffered_server_drains_its_ring_into_the_device_model() {
+    let (sim, d, _) = setup(GuestKind::Hvm);
+    let mut x = sim.xen();
+    let mut server = IoreqServer::create_with(&mut x, d, 1, BufIoreq::Atomic).unwrap();
+    server.enable(&mut x).unwrap();
+    let pages = x.map_ioreq_pages(d, server.id()).unwrap();
+    let ring = pages.bufioreq.unwrap();
+    assert!(crate::ioreq::bufring::post(&ring, IOREQ_TYPE_COPY, 0xa0010, 2, 0xbeef));
+    assert!(crate::ioreq::bufring::post(&ring, IOREQ_TYPE_PIO, 0x3c0, 1, 0x11));
+    assert!(crate::ioreq::bufring::post(&ring, IOREQ_TYPE_TIMEOFFSET, 0, 8, 1 << 40));
+    sim.lock().fire_to_dm(d, pages.bufioreq_port.unwrap());
+    let seen: Arc<Mutex<Vec<Request>>> = Arc::default();
+    let mut rec = Recorder { seen: seen.clone(), reads: 0 };
+    server.poll(&mut x, &mut rec).unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            Request::Mmio { addr: 0xa0010, size: 2, write: Some(0xbeef) },
+            Request::Pio { port: 0x3c0, size: 1, write: Some(0x11) },
+        ]
+    );
+    assert_eq!((server.stats.buffered, server.stats.unsupported), (2, 1), "TIMEOFFSET dropped");
+    assert!(server.destroy(&mut x).is_empty());
+}
