@@ -5,18 +5,19 @@
 # own Linux nvme driver uses it. Prints one line per scenario and a summary; exits 0 only
 # if every required scenario passed. Logs: $XENPT_E2E_LOGS (default /tmp/xenpt-e2e-logs).
 #
-#   tools/xen-e2e/run.sh [scenario ...]     default: xenpt-hvm (required), qemu-hvm (comparison)
+#   tools/xen-e2e/run.sh [scenario ...]     default: all three below
 #
 # Scenarios: xenpt-hvm (required: guest kernel with nopv, native MSI-X), xenpt-hvm-pvhvm
-# (extra: PV-on-HVM guest, Xen's pirq MSI-X path), qemu-hvm (extra: QEMU's xen_pt on the
-# same device, for comparison). Needs root (debootstrap, chroot) and ~3 GiB in /var/tmp.
+# (required: the default Linux HVM guest, PV-on-HVM, Xen's pirq MSI-X path), qemu-hvm
+# (extra: QEMU's xen_pt on the same device, for comparison). Needs root (debootstrap,
+# chroot) and ~3 GiB in /var/tmp.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 logs=${XENPT_E2E_LOGS:-/tmp/xenpt-e2e-logs}
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(xenpt-hvm qemu-hvm)
-required=(xenpt-hvm)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(xenpt-hvm xenpt-hvm-pvhvm qemu-hvm)
+required=(xenpt-hvm xenpt-hvm-pvhvm)
 start=$(date +%s)
 mkdir -p "$logs"
 
