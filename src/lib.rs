@@ -12,6 +12,7 @@ pub mod demo;
 pub mod device;
 pub mod guest_view;
 pub mod host;
+pub mod host_bridge;
 pub mod ioreq;
 pub mod log;
 pub mod msi;

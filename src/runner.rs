@@ -3,6 +3,7 @@
 
 use crate::device::{DeviceError, DeviceModel, DeviceOptions};
 use crate::host::HostDevice;
+use crate::host_bridge::{HostBridge, Served};
 use crate::ioreq::event_loop::{EventLoop, LoopError, StopReason};
 use crate::ioreq::IoreqServer;
 use crate::xen::{abi::MAX_NR_IOREQ_SERVERS, Errno, GuestKind, IoRange, Xen, XenError};
@@ -29,15 +30,29 @@ pub enum StartError {
     Device(#[from] DeviceError),
 }
 
-/// A running instance: its ioreq server and device model.
+/// A running instance: its ioreq server and device model, and in the PVH profile the
+/// guest's host bridge and CF8 port.
 pub struct Instance {
     pub server: IoreqServer,
     pub device: DeviceModel,
+    pub bridge: Option<HostBridge>,
 }
 
 /// Create the ioreq server, build the device model, claim the guest SBDF and enable the
-/// server. Anything created before a failure is destroyed again.
+/// server. Anything created before a failure is destroyed again. In the PVH profile the
+/// instance also presents the guest's host bridge and port 0xCF8 (see host_bridge).
 pub fn start(xen: &mut dyn Xen, host: Box<dyn HostDevice>, opts: DeviceOptions) -> Result<Instance, StartError> {
+    let bridge = opts.profile == Profile::Pvh;
+    start_with(xen, host, opts, bridge)
+}
+
+/// As [`start`], choosing whether to present the PVH host bridge.
+pub fn start_with(
+    xen: &mut dyn Xen,
+    host: Box<dyn HostDevice>,
+    opts: DeviceOptions,
+    host_bridge: bool,
+) -> Result<Instance, StartError> {
     let domid = opts.domid;
     let info = xen.domain_info(domid).map_err(|source| StartError::NoDomain { domid, source })?;
     if info.dying {
@@ -64,17 +79,22 @@ pub fn start(xen: &mut dyn Xen, host: Box<dyn HostDevice>, opts: DeviceOptions) 
             return Err(e.into());
         }
     };
-    let enabled = server.map_range(xen, IoRange::pci(guest_sbdf)).and_then(|_| server.enable(xen));
+    let mut ranges = vec![IoRange::pci(guest_sbdf)];
+    if host_bridge {
+        ranges.extend(HostBridge::ranges());
+    }
+    let enabled = ranges.into_iter().try_for_each(|r| server.map_range(xen, r)).and_then(|_| server.enable(xen));
     if let Err(source) = enabled {
         server.destroy(xen);
         return Err(StartError::Server { domid, source });
     }
-    Ok(Instance { server, device })
+    Ok(Instance { server, device, bridge: host_bridge.then(HostBridge::new) })
 }
 
 /// Serve until the event loop is stopped.
 pub fn serve(xen: &mut dyn Xen, inst: &mut Instance, ev: &mut EventLoop) -> Result<StopReason, LoopError> {
-    ev.run(xen, &mut inst.server, &mut inst.device)
+    let mut served = Served { device: &mut inst.device, bridge: inst.bridge.as_mut() };
+    ev.run(xen, &mut inst.server, &mut served)
 }
 
 /// Ordered teardown: pirqs (unbind, unmap), BARs, then the ioreq server.

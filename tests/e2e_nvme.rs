@@ -198,3 +198,35 @@ fn msi_that_xen_refuses_stays_disabled_and_the_device_keeps_working() {
     assert!(r.ok, "{}\n{}", demo::summary(&r), r.transcript.join("\n"));
     assert!(r.interrupts.iter().all(|&v| v == 0x60), "{:?}", r.interrupts);
 }
+
+#[test]
+fn pvh_guest_finds_the_host_bridge_and_the_nvme_only_through_xenpt() {
+    let o = DemoOptions { profile: Profile::Pvh, ..quiet(2, 8) };
+    let r = demo::run(&o);
+    assert!(r.ok, "{}\n{}", demo::summary(&r), r.transcript.join("\n"));
+    let ops: Vec<String> = r.ops.iter().map(|o| o.to_string()).collect();
+    assert_eq!(
+        ops[3..6],
+        ["map_io_range(d1, Pci 0x20-0x20)", "map_io_range(d1, Port 0xcf8-0xcfb)", "map_io_range(d1, Pci 0x0-0x0)"],
+        "the PVH profile claims the host bridge and port 0xCF8"
+    );
+    assert!(r.transcript.iter().any(|l| l.contains("0000:00:00.0: [1b36:0008] class 060000")), "host bridge found");
+    assert_eq!(r.interrupts.iter().filter(|&&v| v == 0x42).count(), 2, "MSI-X through the local APIC of a PVH guest");
+}
+
+#[test]
+fn without_a_chipset_a_pvh_guest_sees_no_pci_while_an_hvm_guest_has_qemus() {
+    use xenpt::xen::sim::Sim;
+    use xenpt::xen::GuestKind;
+    for (kind, ok) in [(GuestKind::Pvh, false), (GuestKind::Hvm, true)] {
+        let sim = Sim::default();
+        let d = sim.create_domain(kind, 1, 1 << 20);
+        let mut say = |_s: String| {};
+        let mut os = demo::guest_os::GuestOs::new(sim.guest(d), &mut say);
+        let r = os.probe_pci();
+        assert_eq!(r.is_ok(), ok, "{kind:?}: {r:?}");
+        if let Err(e) = r {
+            assert!(e.to_string().contains("0xffffffff"), "{e}");
+        }
+    }
+}

@@ -131,8 +131,22 @@ impl<'a> GuestOs<'a> {
         Ok(self.g.cfg_write(self.vcpu, self.sbdf, reg, size, v)?)
     }
 
+    /// Linux's pci_check_type1: write 0x8000_0000 to port 0xCF8 and read it back. Without
+    /// a chipset answering the port there is no configuration access at all.
+    pub fn probe_pci(&mut self) -> GResult<()> {
+        let saved = self.g.pio_read(self.vcpu, 0xcf8, 4)?;
+        self.g.pio_write(self.vcpu, 0xcf8, 4, 0x8000_0000)?;
+        let back = self.g.pio_read(self.vcpu, 0xcf8, 4)?;
+        self.g.pio_write(self.vcpu, 0xcf8, 4, saved)?;
+        if back != 0x8000_0000 {
+            return fail(format!("no PCI: the configuration mechanism #1 probe read back {back:#x} from port 0xCF8"));
+        }
+        Ok(())
+    }
+
     /// Scan bus 0 for an NVMe controller (class 01:08:02).
     pub fn enumerate(&mut self) -> GResult<Sbdf> {
+        self.probe_pci()?;
         let mut found = Vec::new();
         for dev in 0..32 {
             let sbdf = Sbdf::new(0, 0, dev, 0);

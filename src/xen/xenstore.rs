@@ -55,7 +55,11 @@ pub struct Watch {
 impl Watch {
     /// Open /dev/xen/xenbus and register a watch on `path`.
     pub fn new(path: &str, token: &str) -> std::io::Result<Self> {
-        let mut dev = OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK).open(XENBUS_PATH)?;
+        let mut dev = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(XENBUS_PATH)?;
         let mut payload = Vec::new();
         payload.extend_from_slice(path.as_bytes());
         payload.push(0);

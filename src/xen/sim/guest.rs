@@ -355,6 +355,13 @@ impl SimGuest {
         };
         match route {
             Route::Server { page, port } => Ok(self.send(vcpu, page, port, req)? as u32 & ones),
+            _ if port == CF8_PORT && size == 4 && write.is_none() => {
+                // An HVM guest has QEMU's chipset answer 0xCF8 with the latch; a PVH guest
+                // has no chipset: unless a server claims the port, the read floats high.
+                let mut s = self.sim.lock();
+                let d = self.live(&mut s)?;
+                Ok(if d.kind == GuestKind::Hvm { d.cf8 } else { ones })
+            }
             _ => Ok(if write.is_some() { 0 } else { ones }),
         }
     }
