@@ -23,10 +23,10 @@ drv=$(basename "$(readlink /sys/bus/pci/devices/$NVME/driver)")
 ARGS=$(cat /proc/cmdline)
 scenarios=$(echo "$ARGS" | tr ' ' '\n' | sed -n 's/^xenpt.scenarios=//p' | tr ':' ' ')
 
-guest_cfg() { # name extra-kernel-args [pci]
+guest_cfg() { # name extra-kernel-args [pci] [type]
     cat > /etc/xen/$1.cfg <<EOC
 name = "$1"
-type = "hvm"
+type = "${4:-hvm}"
 kernel = "/root/guest/vmlinuz"
 ramdisk = "/root/guest/guest-initrd.gz"
 extra = "console=ttyS0 loglevel=6 $2"
@@ -35,7 +35,7 @@ vcpus = 1
 vnc = 0
 sdl = 0
 serial = "file:/var/log/xen/$1-serial.log"
-device_model_version = "qemu-xen"
+$( [ "${4:-hvm}" = hvm ] && echo 'device_model_version = "qemu-xen"')
 passthrough = "enabled"
 on_poweroff = "preserve"
 on_crash = "preserve"
@@ -65,10 +65,10 @@ guest_checks() { # scenario name
     grep -a GUEST-IRQ "$ser" | head -3 | sed "s/^/E2E-LOG $1 /"
 }
 
-run_xenpt() { # scenario guest-extra
+run_xenpt() { # scenario guest-extra [type]
     local sc=$1 name=$1
-    guest_cfg "$name" "$2"
-    $XL create -p /etc/xen/$name.cfg >/tmp/$name-create.log 2>&1 || { res $sc create FAIL "$(tail -1 /tmp/$name-create.log)"; return; }
+    guest_cfg "$name" "$2" "" "${3:-hvm}"
+    $XL create -p /etc/xen/$name.cfg >/tmp/$name-create.log 2>&1 || { res $sc create FAIL "$(grep -v "^$" /tmp/$name-create.log | tail -4 | tr "\n" " ")"; return; }
     local domid; domid=$($XL domid $name)
     rm -f /tmp/ready
     /usr/local/bin/xenpt --log-level info run --domid $domid --sbdf $NVME --assign --ready-fd 3 3>/tmp/ready 2>/tmp/$name-xenpt.log &
@@ -111,6 +111,7 @@ for sc in $scenarios; do
     case $sc in
         xenpt-hvm) run_xenpt $sc "nopv" ;;
         xenpt-hvm-pvhvm) run_xenpt $sc "" ;;
+        xenpt-pvh) run_xenpt $sc "" pvh ;;
         qemu-hvm) run_qemu $sc ;;
         *) res $sc known FAIL "unknown scenario" ;;
     esac

@@ -9,7 +9,8 @@
 #
 # Scenarios: xenpt-hvm (required: guest kernel with nopv, native MSI-X), xenpt-hvm-pvhvm
 # (required: the default Linux HVM guest, PV-on-HVM, Xen's pirq MSI-X path), qemu-hvm
-# (extra: QEMU's xen_pt on the same device, for comparison). Needs root (debootstrap,
+# (extra: QEMU's xen_pt on the same device, for comparison), xenpt-pvh (extra, not in the
+# default set: a PVH guest, which no other device model serves). Needs root (debootstrap,
 # chroot) and ~3 GiB in /var/tmp.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
