@@ -8,6 +8,7 @@
 
 pub mod bars;
 pub mod config_space;
+pub mod console;
 pub mod demo;
 pub mod device;
 pub mod guest_view;

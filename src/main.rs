@@ -59,6 +59,13 @@ enum Cmd {
         /// Print only the summary line.
         #[arg(long, short)]
         quiet: bool,
+        /// Serve a debug console on this socket while the demo runs (see `xenpt console`).
+        #[arg(long, value_name = "PATH")]
+        console: Option<std::path::PathBuf>,
+        /// With --console: keep xenpt and its console up this many seconds after the guest
+        /// finished, to explore them; the demo then tears down and exits as usual.
+        #[arg(long, value_name = "SECONDS", default_value_t = 0, requires = "console")]
+        hold: u64,
     },
     /// Print the config space a guest would see of a function, in `lspci -xxxx` format (decode
     /// it with `lspci -F FILE -vvv`), and which capabilities are exposed or hidden and why
@@ -104,19 +111,39 @@ enum Cmd {
         /// undone exactly at exit (for use without libxl's pci= support).
         #[arg(long)]
         assign: bool,
+        /// Debug console socket (mode 0600), default /run/xenpt/DOMID-SBDF.sock; query it with
+        /// `xenpt console PATH` or `socat - UNIX-CONNECT:PATH`. An explicit path that cannot be
+        /// created is fatal; the default is best effort.
+        #[arg(long, value_name = "PATH", conflicts_with = "no_console")]
+        console: Option<std::path::PathBuf>,
+        /// No debug console.
+        #[arg(long)]
+        no_console: bool,
+        /// Allow console commands that change device state (none exist yet; shown by `status`).
+        #[arg(long)]
+        console_write: bool,
+    },
+    /// Talk to the debug console of a running xenpt: run COMMAND and print the reply (exit 1
+    /// if it is an error), or without a COMMAND read commands from stdin. `help` lists the
+    /// commands: status, config guest|host (lspci -xxxx format, for `lspci -F FILE`), diff,
+    /// caps, bars, msix, msi, pirqs, stats, log level, trace.
+    Console {
+        /// The console socket (see `run --console`).
+        path: std::path::PathBuf,
+        /// The command and its arguments, e.g. `config guest`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(format!("xenpt={0},{0}", cli.log_level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    use std::io::IsTerminal;
-    let ansi = std::io::stderr().is_terminal();
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    xenpt::log::init(&cli.log_level);
     match cli.cmd {
-        Cmd::Demo { profile, queues, blocks, irq, guest, quiet } => {
-            let report = demo::run(&DemoOptions { profile, io_queues: queues, blocks, irq, guest, verbose: !quiet });
+        Cmd::Demo { profile, queues, blocks, irq, guest, quiet, console, hold } => {
+            let console = console.map(|path| demo::DemoConsole { path, hold: std::time::Duration::from_secs(hold) });
+            let opts = DemoOptions { profile, io_queues: queues, blocks, irq, guest, verbose: !quiet };
+            let report = demo::run_with_console(&opts, console.as_ref());
             println!("{}", demo::summary(&report));
             if report.ok {
                 ExitCode::SUCCESS
@@ -144,8 +171,45 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Run { domid, sbdf, guest_slot, profile, permissive, ready_fd, assign } => {
-            let args = xenpt::real::RunArgs { domid, sbdf, guest_slot, profile, permissive, ready_fd, assign };
+        Cmd::Console { path, command } => {
+            let res = if command.is_empty() {
+                xenpt::console::client::interactive(&path).map(|_| true)
+            } else {
+                xenpt::console::client::one_shot(&path, &command.join(" "))
+            };
+            match res {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(EXIT_FAIL),
+                Err(e) => {
+                    eprintln!("xenpt console: {e}");
+                    ExitCode::from(EXIT_FAIL)
+                }
+            }
+        }
+        Cmd::Run {
+            domid,
+            sbdf,
+            guest_slot,
+            profile,
+            permissive,
+            ready_fd,
+            assign,
+            console,
+            no_console,
+            console_write,
+        } => {
+            let args = xenpt::real::RunArgs {
+                domid,
+                sbdf,
+                guest_slot,
+                profile,
+                permissive,
+                ready_fd,
+                assign,
+                console,
+                no_console,
+                console_write,
+            };
             match xenpt::real::run(&args) {
                 Ok(reason) => {
                     eprintln!("xenpt: stopped ({reason:?}); everything torn down");

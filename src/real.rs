@@ -1,8 +1,9 @@
 //! `xenpt run`: serve a host PCI function to a running guest on real Xen.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::console::{Console, ConsoleInfo};
 use crate::device::DeviceOptions;
 use crate::host::sysfs::SysfsDevice;
 use crate::host::{BarKind, HostDevice, HostError};
@@ -22,6 +23,12 @@ pub struct RunArgs {
     pub permissive: bool,
     pub ready_fd: Option<i32>,
     pub assign: bool,
+    /// Debug console socket; None: the default path (crate::console::default_path).
+    pub console: Option<PathBuf>,
+    /// No debug console at all.
+    pub no_console: bool,
+    /// Allow console commands that change device state.
+    pub console_write: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +49,8 @@ pub enum RunError {
     Assign(XenError),
     #[error("writing the ready line to fd {fd}: {source}")]
     Ready { fd: i32, source: std::io::Error },
+    #[error("debug console at {path}: {source}")]
+    Console { path: String, source: std::io::Error },
     #[error(transparent)]
     Loop(#[from] LoopError),
 }
@@ -133,6 +142,29 @@ pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
     let result = (|| -> Result<StopReason, RunError> {
         let mut ev = EventLoop::new(&xen)?;
         ev.catch_termination_signals()?;
+        if !args.no_console {
+            let path = args.console.clone().unwrap_or_else(|| crate::console::default_path(args.domid, args.sbdf));
+            let xen_info = format!(
+                "Xen {} (real, /dev/xen/privcmd), domctl interface {:#x}",
+                xen.xen_version(),
+                xen.domctl_interface_version()
+            );
+            match Console::bind(&path, ConsoleInfo::new(Some(xen_info), args.console_write)) {
+                Ok(c) => {
+                    tracing::info!(
+                        "debug console at {} ({})",
+                        path.display(),
+                        if args.console_write { "read-write" } else { "read-only" }
+                    );
+                    ev.attach_console(c)?;
+                }
+                // Asked for explicitly: a failure is fatal. The default is best effort.
+                Err(source) if args.console.is_some() => {
+                    return Err(RunError::Console { path: path.display().to_string(), source })
+                }
+                Err(e) => tracing::warn!("no debug console: {}: {e}", path.display()),
+            }
+        }
         tracing::info!("serving {} to domain {} at guest {guest_sbdf} ({profile:?})", args.sbdf, args.domid);
         if let Some(fd) = args.ready_fd {
             let mut f = std::fs::OpenOptions::new()

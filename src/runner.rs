@@ -94,7 +94,7 @@ pub fn start_with(
 /// Serve until the event loop is stopped.
 pub fn serve(xen: &mut dyn Xen, inst: &mut Instance, ev: &mut EventLoop) -> Result<StopReason, LoopError> {
     let mut served = Served { device: &mut inst.device, bridge: inst.bridge.as_mut() };
-    ev.run(xen, &mut inst.server, &mut served)
+    ev.run_inspect(xen, &mut inst.server, &mut served)
 }
 
 /// Ordered teardown: pirqs (unbind, unmap), BARs, then the ioreq server.

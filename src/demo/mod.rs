@@ -111,12 +111,29 @@ pub fn run(opts: &DemoOptions) -> DemoReport {
 /// What the guest does once xenpt serves the device: the demo's flow, or a test's.
 pub type GuestFlow<'a> = dyn FnMut(&mut GuestOs, &DemoOptions, &mut DemoReport) -> guest_os::GResult<()> + 'a;
 
+/// A debug console for the demo's xenpt (`xenpt demo --console PATH --hold SECONDS`).
+#[derive(Clone, Debug)]
+pub struct DemoConsole {
+    pub path: std::path::PathBuf,
+    /// How long xenpt and its console stay up after the guest finished.
+    pub hold: std::time::Duration,
+}
+
+/// Run the demo with xenpt serving a debug console (see crate::console).
+pub fn run_with_console(opts: &DemoOptions, console: Option<&DemoConsole>) -> DemoReport {
+    run_full(opts, &mut demo_flow, console)
+}
+
 /// Run the demo's set-up and teardown around a custom guest flow (for tests).
 pub fn run_with(opts: &DemoOptions, flow: &mut GuestFlow) -> DemoReport {
+    run_full(opts, flow, None)
+}
+
+fn run_full(opts: &DemoOptions, flow: &mut GuestFlow, console: Option<&DemoConsole>) -> DemoReport {
     let sim = Sim::default();
     let t = Transcript { lines: Arc::default(), sim: sim.clone(), seen: Arc::default(), verbose: opts.verbose };
     let mut report = DemoReport::default();
-    let res = run_inner(&sim, &t, opts, &mut report, flow);
+    let res = run_inner(&sim, &t, opts, &mut report, flow, console);
     t.flush_ops();
     report.ops = sim.ops();
     report.violations = sim.violations();
@@ -134,6 +151,7 @@ fn run_inner(
     opts: &DemoOptions,
     report: &mut DemoReport,
     flow: &mut GuestFlow,
+    console: Option<&DemoConsole>,
 ) -> Result<(), String> {
     let kind = match opts.profile {
         Profile::Hvm => GuestKind::Hvm,
@@ -159,6 +177,7 @@ fn run_inner(
         permissive: false,
         read_only_host: false,
     };
+    let console_path = console.map(|c| c.path.clone());
     let dm = thread::Builder::new()
         .name("xenpt".into())
         .spawn(move || -> Result<(), String> {
@@ -171,6 +190,18 @@ fn run_inner(
                 }
             };
             let mut ev = EventLoop::new(&xen).map_err(|e| e.to_string())?;
+            if let Some(p) = console_path {
+                let info =
+                    crate::console::ConsoleInfo::new(Some("simulated (xenpt's built-in simulator)".into()), false);
+                let attached = crate::console::Console::bind(&p, info)
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| ev.attach_console(c).map_err(|e| e.to_string()));
+                if let Err(e) = attached {
+                    let _ = runner::shutdown(&mut xen, &mut inst);
+                    let _ = ready_tx.send(Err(format!("debug console at {}: {e}", p.display())));
+                    return Err(e);
+                }
+            }
             let _ = ready_tx.send(Ok(ev.stopper()));
             let served = runner::serve(&mut xen, &mut inst, &mut ev).map(|_| ()).map_err(|e| e.to_string());
             let errors = runner::shutdown(&mut xen, &mut inst);
@@ -192,7 +223,16 @@ fn run_inner(
     t.flush_ops();
     t.line(format!("xenpt: serving {HOST_SBDF} to domain {domid} at guest {GUEST_SBDF}"));
 
+    if let Some(c) = console {
+        t.line(format!("xenpt: debug console at {} (try: xenpt console {} help)", c.path.display(), c.path.display()));
+    }
+
     let guest_result = drive_guest(sim, t, domid, opts, report, flow);
+    if let Some(c) = console.filter(|c| !c.hold.is_zero()) {
+        t.flush_ops();
+        t.line(format!("host: guest done; xenpt and its console stay up for {}s", c.hold.as_secs_f64()));
+        thread::sleep(c.hold);
+    }
 
     t.flush_ops();
     t.line("host: guest done; stopping xenpt (ordered teardown)".into());

@@ -1,11 +1,14 @@
 //! The event loop: one mio poll over the event-channel fd, a waker (stop requests from
-//! other threads) and the termination signals (SIGTERM, SIGINT, SIGHUP, delivered through a
-//! self-pipe). No timers and no polling: an idle guest costs zero wake-ups.
+//! other threads), the termination signals (SIGTERM, SIGINT, SIGHUP, delivered through a
+//! self-pipe) and, when attached, the debug console's listener and client sockets. No
+//! timers and no polling: an idle guest costs zero wake-ups. (A console client with work
+//! left after its per-turn budget makes the next poll non-blocking until it is served.)
 
 use std::io::Read;
 use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -13,11 +16,15 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::SigId;
 
 use super::{IoHandler, IoreqServer};
+use crate::console::{Console, Inspect};
 use crate::xen::{Xen, XenError};
 
 const EVTCHN: Token = Token(0);
 const STOP: Token = Token(1);
+const CONSOLE: Token = Token(2);
 const SIGNAL_BASE: usize = 16;
+/// Console clients get tokens from here up.
+const CONSOLE_CLIENT_BASE: usize = 1024;
 
 /// The signals that make xenpt tear down and exit.
 pub const TERMINATION_SIGNALS: [i32; 3] = [SIGTERM, SIGINT, SIGHUP];
@@ -50,6 +57,29 @@ pub struct EventLoop {
     waker: Arc<Waker>,
     evtchn_fd: RawFd,
     signals: Vec<SignalPipe>,
+    console: Option<Console>,
+}
+
+/// What a run serves: a plain handler, or one the console can look into.
+enum Target<'a> {
+    Plain(&'a mut dyn IoHandler),
+    Inspect(&'a mut dyn Inspect),
+}
+
+impl Target<'_> {
+    fn handler(&mut self) -> &mut dyn IoHandler {
+        match self {
+            Target::Plain(h) => &mut **h,
+            Target::Inspect(i) => i.handler(),
+        }
+    }
+
+    fn device(&mut self) -> Option<&mut crate::device::DeviceModel> {
+        match self {
+            Target::Plain(_) => None,
+            Target::Inspect(i) => i.device(),
+        }
+    }
 }
 
 impl EventLoop {
@@ -58,7 +88,18 @@ impl EventLoop {
         let fd = xen.evtchn_fd();
         poll.registry().register(&mut SourceFd(&fd), EVTCHN, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), STOP)?);
-        Ok(EventLoop { poll, waker, evtchn_fd: fd, signals: Vec::new() })
+        Ok(EventLoop { poll, waker, evtchn_fd: fd, signals: Vec::new(), console: None })
+    }
+
+    /// Serve the debug console from this loop (see crate::console).
+    pub fn attach_console(&mut self, mut console: Console) -> Result<(), LoopError> {
+        console.register(self.poll.registry(), CONSOLE, CONSOLE_CLIENT_BASE)?;
+        self.console = Some(console);
+        Ok(())
+    }
+
+    pub fn console(&self) -> Option<&Console> {
+        self.console.as_ref()
     }
 
     /// Route SIGTERM, SIGINT and SIGHUP into the loop: each makes `run` return
@@ -83,18 +124,39 @@ impl EventLoop {
     }
 
     /// Serve until stopped. The event-channel fd is edge-triggered in mio, so every
-    /// readiness drains it completely (IoreqServer::poll reads until empty).
+    /// readiness drains it completely (IoreqServer::poll reads until empty). A console, if
+    /// attached, answers the commands that need no device model.
     pub fn run(
         &mut self,
         xen: &mut dyn Xen,
         server: &mut IoreqServer,
         handler: &mut dyn IoHandler,
     ) -> Result<StopReason, LoopError> {
-        let mut events = Events::with_capacity(8);
+        self.serve(xen, server, Target::Plain(handler))
+    }
+
+    /// As [`EventLoop::run`], with the console looking into the served device model.
+    pub fn run_inspect(
+        &mut self,
+        xen: &mut dyn Xen,
+        server: &mut IoreqServer,
+        target: &mut dyn Inspect,
+    ) -> Result<StopReason, LoopError> {
+        self.serve(xen, server, Target::Inspect(target))
+    }
+
+    fn serve(
+        &mut self,
+        xen: &mut dyn Xen,
+        server: &mut IoreqServer,
+        mut target: Target,
+    ) -> Result<StopReason, LoopError> {
+        let mut events = Events::with_capacity(64);
         // Anything that arrived before registration (Xen's bind-time pending event).
-        server.poll(xen, handler)?;
+        server.poll(xen, target.handler())?;
         loop {
-            match self.poll.poll(&mut events, None) {
+            let backlog = self.console.as_ref().is_some_and(|c| c.has_backlog());
+            match self.poll.poll(&mut events, backlog.then_some(Duration::ZERO)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
@@ -102,9 +164,19 @@ impl EventLoop {
             for ev in events.iter() {
                 match ev.token() {
                     EVTCHN => {
-                        server.poll(xen, handler)?;
+                        server.poll(xen, target.handler())?;
                     }
                     STOP => return Ok(StopReason::Requested),
+                    CONSOLE => {
+                        if let Some(c) = self.console.as_mut() {
+                            c.accept(self.poll.registry());
+                        }
+                    }
+                    t @ Token(n) if n >= CONSOLE_CLIENT_BASE => {
+                        if let Some(c) = self.console.as_mut() {
+                            c.client_ready(self.poll.registry(), t, target.device(), Some(server.stats));
+                        }
+                    }
                     Token(t) if t >= SIGNAL_BASE => {
                         if let Some(s) = self.signals.get_mut(t - SIGNAL_BASE) {
                             let mut buf = [0u8; 16];
@@ -113,6 +185,11 @@ impl EventLoop {
                         }
                     }
                     _ => {}
+                }
+            }
+            if let Some(c) = self.console.as_mut() {
+                if c.has_backlog() {
+                    c.serve_backlog(self.poll.registry(), target.device(), Some(server.stats));
                 }
             }
         }
