@@ -326,4 +326,6 @@ impl ConfigSpace {
 }
 
 #[cfg(test)]
+mod shape_tests;
+#[cfg(test)]
 mod tests;

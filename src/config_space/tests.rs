@@ -12,21 +12,21 @@ use crate::pci::*;
 use crate::Profile;
 
 /// A host function made of 256 bytes, recording every write that reaches it.
-struct FakeHost {
-    cfg: Mutex<[u8; 256]>,
-    writes: Mutex<Vec<(u16, u8, u32)>>,
+pub(super) struct FakeHost {
+    pub(super) cfg: Mutex<[u8; 256]>,
+    pub(super) writes: Mutex<Vec<(u16, u8, u32)>>,
     /// Bits that hardware clears on writing 1.
-    w1c: [u8; 256],
+    pub(super) w1c: [u8; 256],
 }
 
 impl FakeHost {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         FakeHost { cfg: Mutex::new([0; 256]), writes: Mutex::default(), w1c: [0; 256] }
     }
-    fn set(&self, off: usize, bytes: &[u8]) {
+    pub(super) fn set(&self, off: usize, bytes: &[u8]) {
         self.cfg.lock().unwrap()[off..off + bytes.len()].copy_from_slice(bytes);
     }
-    fn writes(&self) -> Vec<(u16, u8, u32)> {
+    pub(super) fn writes(&self) -> Vec<(u16, u8, u32)> {
         self.writes.lock().unwrap().clone()
     }
 }
