@@ -174,10 +174,42 @@ pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
             writeln!(f, "ready {} d{} {guest_sbdf}", args.sbdf, args.domid)
                 .map_err(|source| RunError::Ready { fd, source })?;
         }
-        Ok(runner::serve(&mut xen, &mut inst, &mut ev)?)
+        match crate::xen::xenstore::Watch::new("@releaseDomain", "xenpt") {
+            Ok(w) => ev.watch_domains(w)?,
+            Err(e) => tracing::warn!(
+                "no xenstore watch ({}: {e}); xenpt will not notice domain {}'s death by itself",
+                crate::xen::xenstore::XENBUS_PATH,
+                args.domid
+            ),
+        }
+        loop {
+            let reason = runner::serve(&mut xen, &mut inst, &mut ev)?;
+            if reason != StopReason::DomainEvent {
+                return Ok(reason);
+            }
+            // Some domain was released: is it ours? Tear down at the first sign of
+            // shutdown, while Xen still accepts the unbind/unmap calls.
+            match xen.domain_info(args.domid) {
+                Ok(i) if !i.dying && !i.shutdown => continue,
+                Ok(_) => {
+                    tracing::info!("domain {} is shutting down; tearing down", args.domid);
+                    return Ok(reason);
+                }
+                Err(e) => {
+                    tracing::info!("domain {} is gone ({e}); tearing down", args.domid);
+                    return Ok(reason);
+                }
+            }
+        }
     })();
+    let dying = matches!(result, Ok(StopReason::DomainEvent));
     for e in runner::shutdown(&mut xen, &mut inst) {
-        tracing::warn!("teardown: {e}");
+        // A dying domain refuses some operations: expected, not a failure.
+        if dying {
+            tracing::info!("teardown (domain going away): {e}");
+        } else {
+            tracing::warn!("teardown: {e}");
+        }
     }
     undo_assign(&mut xen, args.domid, args.sbdf, &granted);
     result

@@ -22,6 +22,7 @@ use crate::xen::{Xen, XenError};
 const EVTCHN: Token = Token(0);
 const STOP: Token = Token(1);
 const CONSOLE: Token = Token(2);
+const WATCH: Token = Token(3);
 const SIGNAL_BASE: usize = 16;
 /// Console clients get tokens from here up.
 const CONSOLE_CLIENT_BASE: usize = 1024;
@@ -44,6 +45,9 @@ pub enum StopReason {
     Requested,
     /// A termination signal arrived.
     Signal(i32),
+    /// The xenstore watch fired (@releaseDomain: some domain went away); the caller checks
+    /// whether it was the guest and serves on if not.
+    DomainEvent,
 }
 
 struct SignalPipe {
@@ -58,6 +62,7 @@ pub struct EventLoop {
     evtchn_fd: RawFd,
     signals: Vec<SignalPipe>,
     console: Option<Console>,
+    watch: Option<crate::xen::xenstore::Watch>,
 }
 
 /// What a run serves: a plain handler, or one the console can look into.
@@ -88,7 +93,16 @@ impl EventLoop {
         let fd = xen.evtchn_fd();
         poll.registry().register(&mut SourceFd(&fd), EVTCHN, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), STOP)?);
-        Ok(EventLoop { poll, waker, evtchn_fd: fd, signals: Vec::new(), console: None })
+        Ok(EventLoop { poll, waker, evtchn_fd: fd, signals: Vec::new(), console: None, watch: None })
+    }
+
+    /// Learn of domain deaths without polling: a xenstore watch (see crate::xen::xenstore)
+    /// makes `run` return `StopReason::DomainEvent` whenever it fires.
+    pub fn watch_domains(&mut self, watch: crate::xen::xenstore::Watch) -> Result<(), LoopError> {
+        let fd = watch.fd();
+        self.poll.registry().register(&mut SourceFd(&fd), WATCH, Interest::READABLE)?;
+        self.watch = Some(watch);
+        Ok(())
     }
 
     /// Serve the debug console from this loop (see crate::console).
@@ -167,6 +181,13 @@ impl EventLoop {
                         server.poll(xen, target.handler())?;
                     }
                     STOP => return Ok(StopReason::Requested),
+                    WATCH => {
+                        if let Some(w) = self.watch.as_mut() {
+                            if w.fired()? {
+                                return Ok(StopReason::DomainEvent);
+                            }
+                        }
+                    }
                     CONSOLE => {
                         if let Some(c) = self.console.as_mut() {
                             c.accept(self.poll.registry());
@@ -199,6 +220,9 @@ impl EventLoop {
 impl Drop for EventLoop {
     fn drop(&mut self) {
         let _ = self.poll.registry().deregister(&mut SourceFd(&self.evtchn_fd));
+        if let Some(w) = self.watch.take() {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&w.fd()));
+        }
         for s in self.signals.drain(..) {
             signal_hook::low_level::unregister(s.id);
         }

@@ -37,7 +37,7 @@ sdl = 0
 serial = "file:/var/log/xen/$1-serial.log"
 $( [ "${4:-hvm}" = hvm ] && echo 'device_model_version = "qemu-xen"')
 passthrough = "enabled"
-on_poweroff = "preserve"
+on_poweroff = "${5:-preserve}"
 on_crash = "preserve"
 ${3:+pci = ['$3']}
 EOC
@@ -93,6 +93,26 @@ run_xenpt() { # scenario guest-extra [type]
     $XL destroy $name 2>/dev/null
 }
 
+run_xenpt_death() { # scenario: the guest powers off and is destroyed; xenpt must notice
+    local sc=$1 name=$1
+    guest_cfg "$name" "nopv" "" hvm destroy
+    $XL create -p /etc/xen/$name.cfg >/tmp/$name-create.log 2>&1 || { res $sc create FAIL "$(grep -v "^$" /tmp/$name-create.log | tail -4 | tr "\n" " ")"; return; }
+    local domid; domid=$($XL domid $name)
+    rm -f /tmp/ready
+    /usr/local/bin/xenpt --log-level info run --domid $domid --sbdf $NVME --assign --ready-fd 3 3>/tmp/ready 2>/tmp/$name-xenpt.log &
+    local xpid=$!
+    for i in $(seq 1 100); do [ -s /tmp/ready ] && break; kill -0 $xpid 2>/dev/null || break; sleep 0.2; done
+    [ -s /tmp/ready ] && res $sc xenpt-ready PASS "$(cat /tmp/ready)" || res $sc xenpt-ready FAIL "not ready"
+    $XL unpause $name
+    local st; st=$(wait_shutdown $name 300)
+    [ "$st" = gone ] && res $sc guest-destroyed PASS "domain destroyed on poweroff" || res $sc guest-destroyed FAIL "$st"
+    # No signal: xenpt must see @releaseDomain, tear down and exit 0 by itself.
+    local i=0; while kill -0 $xpid 2>/dev/null && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done
+    if kill -0 $xpid 2>/dev/null; then res $sc xenpt-exits-by-itself FAIL "still running 30 s after the domain died"; kill -TERM $xpid; wait $xpid
+    else wait $xpid; local rc=$?; [ $rc -eq 0 ] && res $sc xenpt-exits-by-itself PASS "exit 0 ${i}s after the domain died" || res $sc xenpt-exits-by-itself FAIL "exit $rc"; fi
+    sed "s/^/E2E-XENPT $sc /" /tmp/$name-xenpt.log | tail -20
+}
+
 run_qemu() { # scenario: the incumbent, QEMU's xen_pt, on the same device
     local sc=$1 name=$1
     guest_cfg "$name" "nopv" "$NVME"
@@ -112,6 +132,7 @@ for sc in $scenarios; do
         xenpt-hvm) run_xenpt $sc "nopv" ;;
         xenpt-hvm-pvhvm) run_xenpt $sc "" ;;
         xenpt-pvh) run_xenpt $sc "" pvh ;;
+        xenpt-death) run_xenpt_death $sc ;;
         qemu-hvm) run_qemu $sc ;;
         *) res $sc known FAIL "unknown scenario" ;;
     esac

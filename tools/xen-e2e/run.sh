@@ -8,7 +8,9 @@
 #   tools/xen-e2e/run.sh [scenario ...]     default: all three below
 #
 # Scenarios: xenpt-hvm (required: guest kernel with nopv, native MSI-X), xenpt-hvm-pvhvm
-# (required: the default Linux HVM guest, PV-on-HVM, Xen's pirq MSI-X path), qemu-hvm
+# (required: the default Linux HVM guest, PV-on-HVM, Xen's pirq MSI-X path), xenpt-death
+# (required: the guest is destroyed on poweroff and xenpt notices through its xenstore
+# watch, tears down and exits 0 without being signalled), qemu-hvm
 # (extra: QEMU's xen_pt on the same device, for comparison), xenpt-pvh (extra, not in the
 # default set: a PVH guest, which no other device model serves). Needs root (debootstrap,
 # chroot) and ~3 GiB in /var/tmp.
@@ -17,8 +19,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 logs=${XENPT_E2E_LOGS:-/tmp/xenpt-e2e-logs}
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(xenpt-hvm xenpt-hvm-pvhvm qemu-hvm)
-required=(xenpt-hvm xenpt-hvm-pvhvm)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(xenpt-hvm xenpt-hvm-pvhvm xenpt-death qemu-hvm)
+required=(xenpt-hvm xenpt-hvm-pvhvm xenpt-death)
 start=$(date +%s)
 mkdir -p "$logs"
 
