@@ -80,8 +80,9 @@ impl SysfsDevice {
         })
     }
 
-    /// Run `f` on the mapping of memory BAR `bar`, mapping it on first use.
-    fn with_bar<T>(&self, bar: u8, f: impl FnOnce(&BarMap) -> T) -> Result<T, HostError> {
+    /// Check an access of `size` bytes at `offset` against memory BAR `bar`, then run `f`
+    /// on the BAR's mapping (mapped on first use).
+    fn with_bar<T>(&self, bar: u8, offset: u64, size: u8, f: impl FnOnce(&BarMap) -> T) -> Result<T, HostError> {
         let res = self.resources()?;
         let b = res
             .bars
@@ -90,6 +91,7 @@ impl SysfsDevice {
             .flatten()
             .filter(|b| b.kind != BarKind::Io)
             .ok_or_else(|| HostError::Invalid { sbdf: self.sbdf, what: format!("BAR{bar} is not a memory BAR") })?;
+        check_bar_access(self.sbdf, bar, offset, size, b.size)?;
         let mut maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
         if maps[bar as usize].is_none() {
             let path = self.dir.join(format!("resource{bar}"));
@@ -234,11 +236,9 @@ impl HostDevice for SysfsDevice {
     }
 
     fn bar_read(&self, bar: u8, offset: u64, size: u8) -> Result<u64, HostError> {
-        let bar_size = self.resources()?.bars.get(bar as usize).copied().flatten().map(|b| b.size).unwrap_or(0);
-        check_bar_access(self.sbdf, bar, offset, size, bar_size)?;
-        self.with_bar(bar, |m| {
-            // SAFETY: offset + size <= BAR size <= mapping length (checked above), and the
-            // access is naturally aligned, as device registers require.
+        self.with_bar(bar, offset, size, |m| {
+            // SAFETY: with_bar checked offset + size <= BAR size <= mapping length and
+            // natural alignment, as device registers require.
             unsafe {
                 let p = m.ptr.as_ptr().add(offset as usize);
                 match size {
@@ -255,9 +255,7 @@ impl HostDevice for SysfsDevice {
         if !self.writable {
             return Err(HostError::Invalid { sbdf: self.sbdf, what: "opened read-only".into() });
         }
-        let bar_size = self.resources()?.bars.get(bar as usize).copied().flatten().map(|b| b.size).unwrap_or(0);
-        check_bar_access(self.sbdf, bar, offset, size, bar_size)?;
-        self.with_bar(bar, |m| {
+        self.with_bar(bar, offset, size, |m| {
             // SAFETY: as in bar_read; the mapping is writable because the device was opened
             // writable.
             unsafe {

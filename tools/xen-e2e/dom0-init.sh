@@ -65,16 +65,21 @@ guest_checks() { # scenario name
     grep -a GUEST-IRQ "$ser" | head -3 | sed "s/^/E2E-LOG $1 /"
 }
 
+# Start xenpt for domain $2 in the background (pid in XPID) and wait for its ready line.
+start_xenpt() { # scenario domid
+    rm -f /tmp/ready
+    /usr/local/bin/xenpt --log-level info run --domid $2 --sbdf $NVME --assign --ready-fd 3 3>/tmp/ready 2>/tmp/$1-xenpt.log &
+    XPID=$!
+    for i in $(seq 1 100); do [ -s /tmp/ready ] && break; kill -0 $XPID 2>/dev/null || break; sleep 0.2; done
+    if [ -s /tmp/ready ]; then res $1 xenpt-ready PASS "$(cat /tmp/ready)"; else res $1 xenpt-ready FAIL "$(tail -3 /tmp/$1-xenpt.log | tr '\n' ' ')"; fi
+}
+
 run_xenpt() { # scenario guest-extra [type]
     local sc=$1 name=$1
     guest_cfg "$name" "$2" "" "${3:-hvm}"
     $XL create -p /etc/xen/$name.cfg >/tmp/$name-create.log 2>&1 || { res $sc create FAIL "$(grep -v "^$" /tmp/$name-create.log | tail -4 | tr "\n" " ")"; return; }
     local domid; domid=$($XL domid $name)
-    rm -f /tmp/ready
-    /usr/local/bin/xenpt --log-level info run --domid $domid --sbdf $NVME --assign --ready-fd 3 3>/tmp/ready 2>/tmp/$name-xenpt.log &
-    local xpid=$!
-    for i in $(seq 1 100); do [ -s /tmp/ready ] && break; kill -0 $xpid 2>/dev/null || break; sleep 0.2; done
-    if [ -s /tmp/ready ]; then res $sc xenpt-ready PASS "$(cat /tmp/ready)"; else res $sc xenpt-ready FAIL "$(tail -3 /tmp/$name-xenpt.log | tr '\n' ' ')"; fi
+    start_xenpt $sc $domid; local xpid=$XPID
     $XL unpause $name
     local st; st=$(wait_shutdown $name 300)
     [ "$st" = shutdown ] && res $sc guest-shutdown PASS "clean poweroff" || res $sc guest-shutdown FAIL "$st"
@@ -98,11 +103,7 @@ run_xenpt_death() { # scenario: the guest powers off and is destroyed; xenpt mus
     guest_cfg "$name" "nopv" "" hvm destroy
     $XL create -p /etc/xen/$name.cfg >/tmp/$name-create.log 2>&1 || { res $sc create FAIL "$(grep -v "^$" /tmp/$name-create.log | tail -4 | tr "\n" " ")"; return; }
     local domid; domid=$($XL domid $name)
-    rm -f /tmp/ready
-    /usr/local/bin/xenpt --log-level info run --domid $domid --sbdf $NVME --assign --ready-fd 3 3>/tmp/ready 2>/tmp/$name-xenpt.log &
-    local xpid=$!
-    for i in $(seq 1 100); do [ -s /tmp/ready ] && break; kill -0 $xpid 2>/dev/null || break; sleep 0.2; done
-    [ -s /tmp/ready ] && res $sc xenpt-ready PASS "$(cat /tmp/ready)" || res $sc xenpt-ready FAIL "not ready"
+    start_xenpt $sc $domid; local xpid=$XPID
     $XL unpause $name
     local st; st=$(wait_shutdown $name 300)
     [ "$st" = gone ] && res $sc guest-destroyed PASS "domain destroyed on poweroff" || res $sc guest-destroyed FAIL "$st"
