@@ -48,7 +48,13 @@ wait_shutdown() { # name timeout
     local i=0 st
     while [ $i -lt $2 ]; do
         st=$($XL list "$1" 2>/dev/null | awk 'NR==2 {print $5}')
-        case "$st" in *s*) echo shutdown; return;; *c*) echo crashed; return;; "") echo gone; return;; esac
+        case "$st" in
+            *s*) echo shutdown; return;;
+            *c*) echo crashed; return;;
+            # An empty answer is only "gone" if the domain really has no id any more
+            # (xl list can fail transiently while xenstore is busy).
+            "") $XL domid "$1" >/dev/null 2>&1 || { echo gone; return; };;
+        esac
         sleep 2; i=$((i+2))
     done
     echo timeout
@@ -106,6 +112,9 @@ run_xenpt_death() { # scenario: the guest powers off and is destroyed; xenpt mus
     start_xenpt $sc $domid; local xpid=$XPID
     $XL unpause $name
     local st; st=$(wait_shutdown $name 300)
+    # on_poweroff=destroy: shut down first, then gone.
+    local j=0; while [ "$st" = shutdown ] && $XL domid $name >/dev/null 2>&1 && [ $j -lt 30 ]; do sleep 1; j=$((j+1)); done
+    $XL domid $name >/dev/null 2>&1 && st=still-there || st=gone
     [ "$st" = gone ] && res $sc guest-destroyed PASS "domain destroyed on poweroff" || res $sc guest-destroyed FAIL "$st"
     # No signal: xenpt must see @releaseDomain, tear down and exit 0 by itself.
     local i=0; while kill -0 $xpid 2>/dev/null && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done
