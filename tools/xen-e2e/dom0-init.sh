@@ -92,9 +92,16 @@ run_xenpt() { # scenario guest-extra [type]
     local rss; rss=$(awk '/^VmRSS/ {print $2}' /proc/$xpid/status 2>/dev/null)
     res $sc xenpt-rss INFO "${rss:-?} KiB"
     guest_checks $sc $name
-    # Ordered teardown while the domain still exists: unbind, unmap, unmap BARs, destroy server.
-    kill -TERM $xpid; wait $xpid; local rc=$?
-    [ $rc -eq 0 ] && res $sc xenpt-exit PASS "exit 0 after SIGTERM" || res $sc xenpt-exit FAIL "exit $rc"
+    # The domain is preserved (on_poweroff=preserve): xenpt must notice the shutdown through
+    # its xenstore watch and tear down while Xen still has the domain, then exit 0.
+    local i=0; while kill -0 $xpid 2>/dev/null && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done
+    if kill -0 $xpid 2>/dev/null; then
+        res $sc xenpt-exit FAIL "still running 30 s after the guest shut down; sent SIGTERM"
+        kill -TERM $xpid; wait $xpid
+    else
+        wait $xpid; local rc=$?
+        [ $rc -eq 0 ] && res $sc xenpt-exit PASS "noticed the shutdown, tore down, exit 0 (${i} s)" || res $sc xenpt-exit FAIL "exit $rc"
+    fi
     if grep -q 'teardown:' /tmp/$name-xenpt.log; then res $sc teardown-clean FAIL "$(grep teardown: /tmp/$name-xenpt.log | head -2 | tr '\n' ' ')"
     else res $sc teardown-clean PASS "no teardown errors"; fi
     sed "s/^/E2E-XENPT $sc /" /tmp/$name-xenpt.log | tail -40
@@ -147,6 +154,9 @@ for sc in $scenarios; do
         *) res $sc known FAIL "unknown scenario" ;;
     esac
 done
+sleep 2
+left=$($XL list 2>/dev/null | awk 'NR > 2 {print $1}' | tr '\n' ' ')
+[ -z "$left" ] && res setup no-zombies PASS "only Domain-0 left" || res setup no-zombies FAIL "still listed: $left"
 log "all scenarios done"
 echo "E2E-END"
 sync; echo o > /proc/sysrq-trigger 2>/dev/null; poweroff -f

@@ -75,5 +75,6 @@ for sc in "${scenarios[@]}"; do
     [ "$verdict" = PASS ] || [ "$kind" = extra ] || fail=1
 done
 grep -aq '^E2E setup assignable PASS' "$serial" || { echo "xen-e2e: FAIL setup: NVMe not assignable"; fail=1; }
+if grep -aq '^E2E setup no-zombies FAIL' "$serial"; then echo "xen-e2e: FAIL $(grep -a '^E2E setup no-zombies' "$serial" | cut -d' ' -f3-)"; fail=1; fi
 echo "xen-e2e: $( [ $fail = 0 ] && echo PASS || echo FAIL ) in $(( $(date +%s) - start )) s; logs in $logs (serial.log, results.txt)"
 exit $fail
