@@ -86,11 +86,14 @@ run_xenpt() { # scenario guest-extra [type]
     $XL create -p /etc/xen/$name.cfg >/tmp/$name-create.log 2>&1 || { res $sc create FAIL "$(grep -v "^$" /tmp/$name-create.log | tail -4 | tr "\n" " ")"; return; }
     local domid; domid=$($XL domid $name)
     start_xenpt $sc $domid; local xpid=$XPID
+    # Sample xenpt's resident set while it serves (it exits by itself at the guest's shutdown).
+    ( while kill -0 $xpid 2>/dev/null; do awk '/^VmRSS/ {print $2}' /proc/$xpid/status 2>/dev/null >> /tmp/$sc.rss; sleep 1; done ) &
+    local sampler=$!
     $XL unpause $name
     local st; st=$(wait_shutdown $name 300)
     [ "$st" = shutdown ] && res $sc guest-shutdown PASS "clean poweroff" || res $sc guest-shutdown FAIL "$st"
-    local rss; rss=$(awk '/^VmRSS/ {print $2}' /proc/$xpid/status 2>/dev/null)
-    res $sc xenpt-rss INFO "${rss:-?} KiB"
+    kill $sampler 2>/dev/null
+    res $sc xenpt-rss INFO "$(sort -n /tmp/$sc.rss 2>/dev/null | tail -1 || echo ?) KiB (peak VmRSS while serving)"
     guest_checks $sc $name
     # The domain is preserved (on_poweroff=preserve): xenpt must notice the shutdown through
     # its xenstore watch and tear down while Xen still has the domain, then exit 0.
