@@ -78,6 +78,8 @@ pub struct DeviceModel {
     pub pirqs: PirqTable,
     /// Guest address of the MSI-X table the pirqs were bound with.
     bound_gtable: u64,
+    /// The INTx line is bound in Xen (map_pirq GSI + bind_pt_irq PCI).
+    intx_bound: bool,
     log: RateLimit,
     pub stats: DeviceStats,
 }
@@ -162,6 +164,7 @@ impl DeviceModel {
             msix,
             msi,
             bound_gtable: 0,
+            intx_bound: false,
             log: RateLimit::guest(),
             stats: DeviceStats::default(),
         };
@@ -238,6 +241,9 @@ impl DeviceModel {
                     self.bars.commit_all(&self.cfg);
                     self.sync_bars(xen);
                 }
+                if (t.old ^ t.new) & COMMAND_INTX_DISABLE_BIT as u32 != 0 {
+                    self.sync_host_intx_disable();
+                }
             }
             Hook::Bar(i) => {
                 if self.bars.on_bar_write(&self.cfg, i) {
@@ -259,9 +265,13 @@ impl DeviceModel {
                         let fx = m.control_write((t.new >> 16) as u16);
                         self.apply_msix(xen, fx);
                     }
+                    self.sync_host_intx_disable();
                 }
             }
-            Hook::Msi => self.on_msi_write(xen),
+            Hook::Msi => {
+                self.on_msi_write(xen);
+                self.sync_host_intx_disable();
+            }
             Hook::PmCsr => {
                 if (t.old ^ t.new) & 3 != 0 {
                     tracing::debug!(device = %self.host_sbdf, "guest power state D{} (virtual)", t.new & 3);
@@ -310,7 +320,7 @@ impl DeviceModel {
                     let unmasked = self.msix_unmasked_now(&m);
                     let (errors, lost) = self.pirqs.rebind_gtable(xen, g, |v| match v {
                         Vector::Msix(e) => unmasked.get(e as usize).copied().unwrap_or(false),
-                        Vector::Msi(_) => true,
+                        Vector::Msi(_) | Vector::Intx => true,
                     });
                     for e in errors {
                         self.stats.bind_errors += 1;
@@ -389,6 +399,41 @@ impl DeviceModel {
                 let c = self.cfg.emulated(off, 2) & !(msi_cap::CONTROL_ENABLE_BIT as u32);
                 self.cfg.set(off, 2, c);
                 return;
+            }
+        }
+    }
+
+    /// Bind the INTx line (HVM only: the profile decided the pin when the header was
+    /// built). Called once at start-up, before the guest runs. The host GSI comes from
+    /// sysfs `irq` (a GSI on a PV dom0). On failure the guest is offered no pin at all.
+    pub fn start_intx(&mut self, xen: &mut dyn Xen) {
+        let pin = self.cfg.emulated(INTERRUPT_PIN_OFFSET, 1) as u8;
+        let gsi = self.host.irq();
+        if let (1..=4, Some(gsi)) = (pin, gsi) {
+            match self.pirqs.bind_intx(xen, gsi, self.opts.guest_sbdf.dev, pin - 1) {
+                Ok(_) => self.intx_bound = true,
+                Err(e) => {
+                    tracing::warn!(device = %self.host_sbdf, domid = self.opts.domid,
+                        "INTx not available to the guest (GSI {gsi}): {e}; the interrupt pin reads 0");
+                    self.cfg.set(INTERRUPT_PIN_OFFSET, 1, 0);
+                }
+            }
+        }
+        self.sync_host_intx_disable();
+    }
+
+    /// The host's INTx-disable is set unless the guest may take INTx now: INTx bound, the
+    /// guest's own INTx-disable clear, and neither MSI nor MSI-X enabled.
+    fn sync_host_intx_disable(&mut self) {
+        let guest_cmd = self.command();
+        let msi_on = self.msi.as_ref().is_some_and(|m| m.regs.enable);
+        let msix_on = self.msix.as_ref().is_some_and(|m| m.enabled);
+        let allow = self.intx_bound && guest_cmd & COMMAND_INTX_DISABLE_BIT == 0 && !msi_on && !msix_on;
+        let Ok(cur) = self.host.config_read(COMMAND_OFFSET, 2) else { return };
+        let want = if allow { cur & !(COMMAND_INTX_DISABLE_BIT as u32) } else { cur | COMMAND_INTX_DISABLE_BIT as u32 };
+        if want != cur {
+            if let Err(e) = self.host.config_write(COMMAND_OFFSET, 2, want) {
+                guest_warn!(self.log, device = %self.host_sbdf, "setting host INTx-disable: {e}");
             }
         }
     }

@@ -72,13 +72,14 @@ pub fn start_with(
         _ => StartError::Server { domid, source },
     })?;
     let guest_sbdf = opts.guest_sbdf;
-    let device = match DeviceModel::new(host, server.id(), opts) {
+    let mut device = match DeviceModel::new(host, server.id(), opts) {
         Ok(d) => d,
         Err(e) => {
             server.destroy(xen);
             return Err(e.into());
         }
     };
+    device.start_intx(xen);
     let mut ranges = vec![IoRange::pci(guest_sbdf)];
     if host_bridge {
         ranges.extend(HostBridge::ranges());

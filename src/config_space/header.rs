@@ -11,7 +11,7 @@
 //! | BARs, ROM | emulated (sizing masks from the host size rounded up to 4 KiB; guest address starts at 0) |
 //! | capabilities pointer | emulated: first exposed capability |
 //! | interrupt line | emulated scratch |
-//! | interrupt pin | 0 for now: INTx is not bound yet (MSI-X only), and advertising a pin that never fires would strand a driver's INTx fallback. With INTx support: host pin if the host has an IRQ and the profile has INTx (HVM), else 0 |
+//! | interrupt pin | host pin if the host has an IRQ and the profile has INTx (HVM) and binding it succeeded, else 0 (a pin that never fires would strand a driver's INTx fallback) |
 //! | min gnt / max lat | emulated, read-only, from the host |
 
 use super::{ConfigSpace, Hook, Reg};
@@ -31,6 +31,18 @@ pub fn guest_bar_size(kind: BarKind, size: u64) -> u64 {
 /// Emulated command bits and which of them the guest may set.
 pub const COMMAND_EMU_MASK: u16 =
     COMMAND_IO_BIT | COMMAND_MEMORY_BIT | COMMAND_PARITY_BIT | COMMAND_SERR_BIT | COMMAND_INTX_DISABLE_BIT;
+
+/// The interrupt pin the guest is offered: the host's, if the host has an IRQ and the
+/// profile has INTx (HVM: an IO-APIC); 0 otherwise ("bogus interrupt pin" lesson). If
+/// binding the INTx fails at start-up the device model sets it back to 0.
+pub fn intx_pin(host_cfg: &[u8], host_has_irq: bool, profile: Profile) -> u8 {
+    let host_pin = host_cfg[INTERRUPT_PIN_OFFSET as usize];
+    if host_has_irq && profile == Profile::Hvm && (1..=4).contains(&host_pin) {
+        host_pin
+    } else {
+        0
+    }
+}
 
 pub struct HeaderInputs<'a> {
     pub host_cfg: &'a [u8],
@@ -137,13 +149,7 @@ pub fn build(cfg: &mut ConfigSpace, h: &HeaderInputs) {
     cfg.define(0x36, 2, Reg::constant(0));
     cfg.define(0x38, 4, Reg::constant(0));
     cfg.define(INTERRUPT_LINE_OFFSET, 1, Reg::scratch(0, 0xff));
-    let host_pin = h.host_cfg[INTERRUPT_PIN_OFFSET as usize];
-    let intx_served = false; // INTx binding (map_pirq GSI + bind_pt_irq PCI) is not implemented yet
-    let pin = if intx_served && h.host_has_irq && h.profile == Profile::Hvm && (1..=4).contains(&host_pin) {
-        host_pin
-    } else {
-        0
-    };
+    let pin = intx_pin(h.host_cfg, h.host_has_irq, h.profile);
     cfg.define(INTERRUPT_PIN_OFFSET, 1, Reg::constant(pin as u32));
     cfg.define(0x3e, 2, Reg::constant(u16::from_le_bytes([h.host_cfg[0x3e], h.host_cfg[0x3f]]) as u32));
 }

@@ -282,7 +282,7 @@ fn header_reads_as_decided() {
     assert_eq!(r(&mut dm, HEADER_TYPE_OFFSET, 1), 0, "single function, type 0");
     assert_eq!(r(&mut dm, BAR0_OFFSET, 4), BAR_MEM_TYPE_64, "guest BARs start at 0 (not the host address)");
     assert_eq!(r(&mut dm, BAR0_OFFSET + 4, 4), 0);
-    assert_eq!(r(&mut dm, INTERRUPT_PIN_OFFSET, 1), 0, "no INTx served yet: pin 0, not a pin that never fires");
+    assert_eq!(r(&mut dm, INTERRUPT_PIN_OFFSET, 1), 1, "HVM: the host's pin A is offered (bound at start-up)");
     assert_eq!(r(&mut dm, CAP_PTR_OFFSET, 1), 0x40);
     assert_eq!(r(&mut dm, STATUS_OFFSET, 2) & STATUS_CAP_LIST_BIT as u32, STATUS_CAP_LIST_BIT as u32);
     // Chain: PCIe -> PM -> MSI -> MSI-X, as on the host.

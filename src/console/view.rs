@@ -719,6 +719,7 @@ pub fn pirqs(dm: &mut DeviceModel) -> String {
         let src = match v {
             Vector::Msix(e) => format!("MSI-X {e}"),
             Vector::Msi(i) => format!("MSI {i}"),
+            Vector::Intx => "INTx".to_string(),
         };
         let b = p.bound.map(|b| format!("bound: {b}")).unwrap_or_else(|| "mapped, not bound".into());
         line!(s, "{src:<10} {:<6} {b}", p.pirq);

@@ -39,6 +39,8 @@ pub struct FoundBar {
 pub enum IrqMode {
     Msix,
     Msi,
+    /// The legacy INTx line through the guest's IO-APIC (HVM only).
+    Intx,
 }
 
 /// Which kind of guest OS driver to behave like.
@@ -348,6 +350,24 @@ impl<'a> GuestOs<'a> {
         let count = 1u32 << want;
         self.vectors = (0..n as u32).map(|i| (base as u32) | (i % count)).collect();
         self.say(format!("MSI enabled with {count} vector(s) {:#x}..", base));
+        Ok(())
+    }
+
+    /// Use the INTx line: find the pin, route the GSI Xen derives from slot and pin
+    /// (((slot << 2) + (slot >> 3) + pin) % 32 + 16) to `vector` in the IO-APIC, and make
+    /// sure INTx is not disabled. Every interrupt source then shares `vector`.
+    pub fn setup_intx(&mut self, n: u16, vector: u8) -> GResult<()> {
+        let pin = self.cfg_read(INTERRUPT_PIN_OFFSET, 1)?;
+        if !(1..=4).contains(&pin) {
+            return fail(format!("no INTx: interrupt pin reads {pin}"));
+        }
+        let slot = self.sbdf.dev as u32;
+        let gsi = ((slot << 2) + (slot >> 3) + pin - 1) % 32 + 16;
+        self.g.ioapic_route(gsi, vector)?;
+        let cmd = self.cfg_read(COMMAND_OFFSET, 2)?;
+        self.cfg_write(COMMAND_OFFSET, 2, cmd & !(COMMAND_INTX_DISABLE_BIT as u32))?;
+        self.vectors = vec![vector as u32; n as usize];
+        self.say(format!("INTx: pin {}, guest GSI {gsi} routed to vector {vector:#x}", (b'A' + pin as u8 - 1) as char));
         Ok(())
     }
 

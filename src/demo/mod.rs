@@ -289,7 +289,8 @@ pub fn bring_up(os: &mut GuestOs, opts: &DemoOptions) -> guest_os::GResult<u64> 
         (IrqMode::Msix, GuestFlavour::Linux) => os.setup_msix(sources, 0x40)?,
         (IrqMode::Msix, GuestFlavour::PvOnHvm) => os.setup_msix_pv_on_hvm(sources)?,
         (IrqMode::Msi, GuestFlavour::Linux) => os.setup_msi(sources, 0x40)?,
-        (IrqMode::Msi, GuestFlavour::PvOnHvm) => {
+        (IrqMode::Intx, GuestFlavour::Linux) => os.setup_intx(sources, 0x50)?,
+        (IrqMode::Msi | IrqMode::Intx, GuestFlavour::PvOnHvm) => {
             return Err(guest_os::GuestOsError::Failed("the PV-on-HVM flavour is modelled for MSI-X only".into()))
         }
     }

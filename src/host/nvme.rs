@@ -520,6 +520,12 @@ impl Inner {
                 self.stats.interrupts += 1;
                 bus.signal_msi(index);
             }
+            return;
+        }
+        // Neither MSI-X nor MSI: the INTx line, unless the command register disables it.
+        if self.cfg.get(COMMAND_OFFSET, 2) & COMMAND_INTX_DISABLE_BIT as u32 == 0 {
+            self.stats.interrupts += 1;
+            bus.signal_intx();
         }
     }
 
@@ -666,6 +672,7 @@ impl DeviceBus for NullBus {
     }
     fn signal_msix(&self, _entry: u16) {}
     fn signal_msi(&self, _index: u32) {}
+    fn signal_intx(&self) {}
 }
 
 fn identify_controller() -> Vec<u8> {
@@ -751,5 +758,8 @@ impl MachineDevice for EmulatedNvme {
     }
     fn msix_entries(&self) -> u16 {
         MSIX_ENTRIES
+    }
+    fn gsi(&self) -> Option<u32> {
+        Some(self.irq)
     }
 }

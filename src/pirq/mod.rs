@@ -27,6 +27,8 @@ pub enum Vector {
     Msix(u16),
     /// Vector i of the MSI block.
     Msi(u8),
+    /// The INTx line (its GSI mapped into the guest, bound to the guest slot and pin).
+    Intx,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,6 +158,26 @@ impl PirqTable {
             PtIrq::Msi { pirq: st.pirq, gvec: msg.gvec() | index as u8, gflags: gf & !gflags::UNMASKED, gtable: 0 };
         self.vectors.insert(v, PirqState { bound: Some(stored), ..st });
         Ok(())
+    }
+
+    /// Map the device's GSI into the guest (the pirq number is the GSI, as libxl and QEMU
+    /// do) and bind it to guest bus 0, `slot`, INTx `intx` (0 = INTA). A failed bind unmaps
+    /// the GSI again.
+    pub fn bind_intx(&mut self, xen: &mut dyn Xen, gsi: u32, slot: u8, intx: u8) -> Result<u32, PirqError> {
+        self.stats.maps += 1;
+        let m = xen
+            .map_pirq(self.domid, PirqMap::Gsi { gsi, pirq: Some(gsi) })
+            .inspect_err(|_| self.stats.failures += 1)?;
+        let bind = PtIrq::PciIntx { pirq: m.pirq, bus: 0, device: slot, intx };
+        self.stats.binds += 1;
+        if let Err(e) = xen.bind_pt_irq(self.domid, bind) {
+            self.stats.failures += 1;
+            self.stats.unmaps += 1;
+            let _ = xen.unmap_pirq(self.domid, m.pirq);
+            return Err(e.into());
+        }
+        self.vectors.insert(Vector::Intx, PirqState { pirq: m.pirq, bound: Some(bind) });
+        Ok(m.pirq)
     }
 
     /// Unbind one vector and keep its pirq: how a mask reaches Xen when its msixtbl did not

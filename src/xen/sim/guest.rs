@@ -25,6 +25,8 @@ pub enum GuestError {
     BadRam { gpa: u64, len: usize },
     #[error("domain {domid} has no vCPU {vcpu}")]
     NoVcpu { domid: DomId, vcpu: u32 },
+    #[error("domain {0} has no IO-APIC (PVH)")]
+    NoIoapic(DomId),
 }
 
 fn v32(v: u64) -> u32 {
@@ -89,6 +91,12 @@ impl DeviceBus for SimBus<'_> {
     fn signal_msix(&self, entry: u16) {
         let sbdf = self.sbdf;
         self.signal(|s| *s == PirqSource::Msix { sbdf, entry }, format!("MSI-X entry {entry}"));
+    }
+    fn signal_intx(&self) {
+        let mut s = self.sim.lock();
+        let Some(domid) = self.owner(&s) else { return };
+        let Some(gsi) = s.devices.get(&self.sbdf).and_then(|d| d.gsi()) else { return };
+        s.deliver_intx(domid, gsi, &self.sim.inner.cv);
     }
     fn signal_msi(&self, index: u32) {
         let sbdf = self.sbdf;
@@ -422,6 +430,18 @@ impl SimGuest {
             }
             s = self.sim.inner.cv.wait_timeout(s, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
         }
+    }
+
+    /// Program the guest's IO-APIC: guest GSI `gsi` raises `vector` on vCPU 0. A PVH guest
+    /// has no IO-APIC.
+    pub fn ioapic_route(&self, gsi: u32, vector: u8) -> GuestResult<()> {
+        let mut s = self.sim.lock();
+        let d = self.live(&mut s)?;
+        if d.kind != GuestKind::Hvm {
+            return Err(GuestError::NoIoapic(self.domid));
+        }
+        d.ioapic.insert(gsi, vector);
+        Ok(())
     }
 
     /// PHYSDEVOP_get_free_pirq (MAP_PIRQ_TYPE_MSI) as a PV-on-HVM guest calls it: reserve a

@@ -30,6 +30,8 @@ pub trait DeviceBus {
     fn signal_msix(&self, entry: u16);
     /// The device sends MSI vector `index` of its block.
     fn signal_msi(&self, index: u32);
+    /// The device pulses its INTx line (modelled as an edge per completion batch).
+    fn signal_intx(&self);
 }
 
 /// A physical PCI function in the simulated machine.
@@ -42,4 +44,6 @@ pub trait MachineDevice: Send + Sync {
     fn bar_write(&self, bar: u8, offset: u64, size: u32, value: u64, bus: &dyn DeviceBus);
     /// Number of MSI-X entries the function has (for Xen's msixtbl bounds).
     fn msix_entries(&self) -> u16;
+    /// The GSI its INTx line is wired to, if any.
+    fn gsi(&self) -> Option<u32>;
 }

@@ -181,6 +181,8 @@ struct Domain {
     reserved_pirqs: BTreeSet<u32>,
     /// pirqs the guest bound to event channels (EVTCHNOP_bind_pirq).
     evtchn_pirqs: BTreeSet<u32>,
+    /// The guest's virtual IO-APIC: guest GSI -> vector (HVM only; PVH has none).
+    ioapic: BTreeMap<u32, u8>,
     ram: Vec<u8>,
     lapics: Vec<Lapic>,
     cf8: u32,
@@ -305,6 +307,7 @@ impl Sim {
                 next_pirq: 55,
                 reserved_pirqs: BTreeSet::new(),
                 evtchn_pirqs: BTreeSet::new(),
+                ioapic: BTreeMap::new(),
                 ram: vec![0; ram_bytes],
                 lapics,
                 cf8: 0,
@@ -505,6 +508,28 @@ impl State {
                     let _ = ep.tx.send(&local.to_ne_bytes());
                 }
             }
+        }
+    }
+
+    /// Deliver a device's INTx through its bound pirq to the guest GSI Xen derives from the
+    /// guest slot and pin (hvm_pci_intx_gsi), then through the guest's IO-APIC route.
+    fn deliver_intx(&mut self, domid: DomId, gsi: u32, cv: &Condvar) {
+        let Some(d) = self.domains.get_mut(&domid) else { return };
+        let bound = d.pirqs.values().find(|p| p.source == PirqSource::Gsi(gsi)).and_then(|p| p.intx);
+        let Some((_bus, dev, intx)) = bound else {
+            self.dropped_irqs.push(format!("d{domid} GSI {gsi}: INTx not bound"));
+            return;
+        };
+        let guest_gsi = (((dev as u32) << 2) + ((dev as u32) >> 3) + intx as u32) % 32 + 16;
+        match d.ioapic.get(&guest_gsi).copied() {
+            Some(vector) => {
+                if let Some(l) = d.lapics.first_mut() {
+                    l.irr.push_back(vector);
+                    l.delivered += 1;
+                    cv.notify_all();
+                }
+            }
+            None => self.dropped_irqs.push(format!("d{domid}: guest GSI {guest_gsi} not routed in the IO-APIC")),
         }
     }
 
