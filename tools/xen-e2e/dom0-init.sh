@@ -153,6 +153,7 @@ for sc in $scenarios; do
         xenpt-hvm-pvhvm) run_xenpt $sc "" ;;
         xenpt-pvh) run_xenpt $sc "" pvh ;;
         xenpt-death) run_xenpt_death $sc ;;
+        xenpt-intx) run_xenpt $sc "nopv pci=nomsi" ;;
         qemu-hvm) run_qemu $sc ;;
         *) res $sc known FAIL "unknown scenario" ;;
     esac

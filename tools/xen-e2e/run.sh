@@ -10,7 +10,8 @@
 # Scenarios: xenpt-hvm (required: guest kernel with nopv, native MSI-X), xenpt-hvm-pvhvm
 # (required: the default Linux HVM guest, PV-on-HVM, Xen's pirq MSI-X path), xenpt-death
 # (required: the guest is destroyed on poweroff and xenpt notices through its xenstore
-# watch, tears down and exits 0 without being signalled), qemu-hvm
+# watch, tears down and exits 0 without being signalled), xenpt-intx (extra: the guest
+# kernel with pci=nomsi, so the nvme driver runs on the INTx line xenpt bound), qemu-hvm
 # (extra: QEMU's xen_pt on the same device, for comparison), xenpt-pvh (extra, not in the
 # default set: a PVH guest, which no other device model serves). Needs root (debootstrap,
 # chroot) and ~3 GiB in /var/tmp.
@@ -19,7 +20,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 logs=${XENPT_E2E_LOGS:-/tmp/xenpt-e2e-logs}
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(xenpt-hvm xenpt-hvm-pvhvm xenpt-death qemu-hvm)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(xenpt-hvm xenpt-hvm-pvhvm xenpt-death xenpt-intx qemu-hvm)
 required=(xenpt-hvm xenpt-hvm-pvhvm xenpt-death)
 start=$(date +%s)
 mkdir -p "$logs"
