@@ -142,10 +142,6 @@ impl DeviceModel {
             first_cap: caps.first_exposed(),
         };
         header::build(&mut cfg, &inputs);
-        if cfg.size() > CONFIG_SPACE_SIZE {
-            // Extended capabilities are not offered yet: the header at 0x100 reads 0.
-            cfg.hide(0x100, (cfg.size() - CONFIG_SPACE_SIZE) as u16);
-        }
         for w in &caps.warnings {
             tracing::warn!(device = %sbdf, "{w}");
         }

@@ -43,6 +43,13 @@ pub fn guest_view(host: Box<dyn HostDevice>, profile: Profile, slot: u8) -> Resu
             Some(why) => report.push(format!("  [{:02x}] {name}: hidden ({why})", c.offset)),
         }
     }
+    for c in &dm.caps.ext {
+        let name = crate::config_space::caps::ext::name(c.id);
+        match c.hidden {
+            None => report.push(format!("  [{:03x}] {name}: exposed", c.offset)),
+            Some(why) => report.push(format!("  [{:03x}] {name}: hidden ({why})", c.offset)),
+        }
+    }
     report.extend(dm.caps.warnings.iter().map(|w| format!("  warning: {w}")));
     let desc = "xenpt guest view";
     Ok((format_dump(Sbdf::new(0, 0, slot, 0), desc, &bytes), report))

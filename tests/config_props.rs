@@ -38,8 +38,12 @@ fn devices() -> &'static [Dev] {
                 // The header's side-effecting registers and every byte of every capability
                 // (exposed or hidden: a hidden one must stay hidden).
                 let mut regs: Vec<u32> = vec![0x04, 0x06, 0x0c, 0x10, 0x14, 0x18, 0x1c, 0x20, 0x24, 0x30, 0x34, 0x3c];
-                for c in &dm.unwrap().caps.caps {
+                let dm = dm.unwrap();
+                for c in &dm.caps.caps {
                     regs.extend((c.offset as u32..(c.offset + c.len.max(4)) as u32).filter(|o| *o < 0x100));
+                }
+                for c in &dm.caps.ext {
+                    regs.extend(c.offset as u32..(c.offset + c.len.max(4)) as u32);
                 }
                 Dev { name, text, regs }
             })

@@ -51,6 +51,8 @@ fn every_corpus_device_gets_a_clean_guest_view() {
     assert!(files.len() >= 300, "expected the 329-device corpus, found {}", files.len());
     let tmp = tempfile::tempdir().unwrap();
     let (mut built, mut bridges, mut unaligned, mut caps_exposed, mut caps_hidden) = (0, 0, 0, 0, 0);
+    let (mut ext_exposed, mut ext_hidden, mut ext_null, mut ext_warnings) = (0, 0, 0, 0);
+    let mut ext_by_id = std::collections::BTreeMap::new();
     for f in &files {
         let name = f.file_name().unwrap().to_string_lossy().to_string();
         let text = std::fs::read_to_string(f).unwrap();
@@ -98,13 +100,49 @@ fn every_corpus_device_gets_a_clean_guest_view() {
                 }
             }
         }
-        // Nothing of the extended space is offered yet.
-        assert!(!out.contains("Capabilities: [1"), "{name}: extended capability visible");
+        // Extended capabilities: lspci shows exactly the guest's extended chain (the
+        // exposed ones, behind a Null header at 0x100 when the host's first is hidden).
+        let shown: Vec<u16> = out
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Capabilities: ["))
+            .filter_map(|l| {
+                l.split_once(" v").filter(|(o, _)| o.len() == 3 && o.chars().all(|c| c.is_ascii_hexdigit()))
+            })
+            .map(|(o, _)| u16::from_str_radix(o, 16).unwrap())
+            .collect();
+        let chain = dm.caps.guest_ext_chain();
+        let want: Vec<u16> = chain.iter().map(|&(_, o)| o).collect();
+        assert_eq!(shown, want, "{name}: lspci's extended capabilities are not the exposed ones:\n{out}");
+        if chain.first().is_some_and(|&(id, _)| id == 0) {
+            assert!(out.contains("Capabilities: [100 v0] Null"), "{name}: no Null header at 0x100:\n{out}");
+            ext_null += 1;
+        }
+        for c in &dm.caps.ext {
+            match c.hidden {
+                None => ext_exposed += 1,
+                Some(_) => {
+                    ext_hidden += 1;
+                    assert!(!want.contains(&c.offset) || c.offset == 0x100, "{name}: hidden {c:x?} in the chain");
+                }
+            }
+            *ext_by_id.entry((c.id, c.hidden.is_none())).or_insert(0usize) += 1;
+        }
+        ext_warnings += dm.caps.warnings.iter().filter(|w| w.contains("extended")).count();
     }
     eprintln!(
         "corpus: {built} guest views built and decoded, {bridges} bridges refused, {unaligned} refused for a BAR that \
          starts mid-page, {caps_exposed} capabilities exposed, {caps_hidden} hidden"
     );
+    let by_id: Vec<String> = ext_by_id
+        .iter()
+        .map(|(&(id, exposed), n)| format!("{id:#06x}{}x{n}", if exposed { "+" } else { "-" }))
+        .collect();
+    eprintln!(
+        "corpus: extended capabilities {ext_exposed} exposed, {ext_hidden} hidden, {ext_null} Null headers at 0x100, \
+         {ext_warnings} chain warnings; by id (+ exposed, - hidden): {}",
+        by_id.join(" ")
+    );
+    assert!(ext_exposed > 0 && ext_hidden > 0, "the corpus has extended capabilities of both kinds");
     assert_eq!(built + bridges + unaligned, files.len());
     assert!(unaligned * 20 < files.len(), "{unaligned} unaligned refusals: the alignment rule is too eager");
     assert!(built > 200 && caps_exposed > 250, "{built} devices, {caps_exposed} capabilities");
@@ -156,7 +194,11 @@ fn hammering_every_register_never_panics_and_reaches_hardware_only_through_the_p
         let msix_cap = dm.caps.msix.map(|m| m.cap_offset);
         let msi_cap = dm.caps.caps.iter().find(|c| c.id == 0x05).map(|c| c.offset);
         let pcie_cap = dm.caps.caps.iter().find(|c| c.id == 0x10 && c.hidden.is_none()).map(|c| c.offset);
-        for off in 0..0x100u32 {
+        // The conventional space, then every extended capability, exposed or hidden (no
+        // write there may reach the device).
+        let ext: Vec<u32> =
+            dm.caps.ext.iter().flat_map(|c| c.offset as u32..(c.offset + c.len.max(4)) as u32).collect();
+        for off in (0..0x100u32).chain(ext) {
             for size in [1u32, 2, 4] {
                 for &p in &patterns {
                     dm.config_write(&mut x, off, size, p);

@@ -292,7 +292,7 @@ fn header_reads_as_decided() {
     assert_eq!(r(&mut dm, 0xb1, 1), 0);
     assert_eq!(r(&mut dm, 0x92, 2), 0x018a, "MSI: 64-bit, per-vector masks, 32 vectors capable, disabled");
     assert_eq!(r(&mut dm, 0x40 + 0x14, 4), 0, "hidden endpoint slot registers read 0");
-    assert_eq!(r(&mut dm, 0x100, 4), 0, "extended capabilities hidden");
+    assert_eq!(r(&mut dm, 0x100, 4), 0x0002_0001, "AER v2 exposed at 0x100, the only extended capability");
     assert_eq!(r(&mut dm, 0x44, 4) & (1 << 28), 0, "FLR not offered to the guest");
     let (_nvme, mut pvh) = nvme_device(Profile::Pvh);
     assert_eq!(pvh.config_read(INTERRUPT_PIN_OFFSET as u32, 1), 0, "PVH: no INTx, pin 0");

@@ -8,7 +8,7 @@ use super::command::HELP;
 use super::Env;
 use crate::config_space::caps::msi::CONTROL_ENABLE_BIT as MSI_ENABLE_BIT;
 use crate::config_space::caps::msix::{ENTRY_MASKED_BIT, ENTRY_SIZE, ENTRY_VECTOR_CTRL_OFFSET};
-use crate::config_space::caps::{self, CapLayout};
+use crate::config_space::caps::{self, ext, CapLayout};
 use crate::device::DeviceModel;
 use crate::host::dump::format_dump;
 use crate::host::{BarKind, HostBar};
@@ -171,7 +171,10 @@ fn le32(b: &[u8], off: usize) -> u32 {
 pub fn register_name(caps: &CapLayout, off: u16) -> String {
     let off = off & !3;
     if off >= CONFIG_SPACE_SIZE as u16 {
-        return "extended config space".into();
+        return match caps.ext.iter().find(|c| off >= c.offset && off < c.offset + c.len.max(4)) {
+            Some(c) => format!("{} [{:03x}] +{:#x}", ext::name(c.id), c.offset, off - c.offset),
+            None => "extended config space".into(),
+        };
     }
     if off < 0x40 {
         return match off {
@@ -197,7 +200,12 @@ pub fn register_name(caps: &CapLayout, off: u16) -> String {
 /// Why a hidden dword is hidden, if it is.
 fn hidden_reason(dm: &DeviceModel, off: u16) -> Option<String> {
     if off as usize >= CONFIG_SPACE_SIZE {
-        return Some("extended capabilities are not offered to the guest yet".into());
+        return dm
+            .caps
+            .ext
+            .iter()
+            .find(|c| c.hidden.is_some() && off + 4 > c.offset && off < c.offset + c.len.max(4))
+            .map(|c| format!("{} extended capability hidden: {}", ext::name(c.id), c.hidden.unwrap_or("")));
     }
     dm.caps
         .caps
@@ -303,48 +311,6 @@ pub fn diff(dm: &mut DeviceModel) -> String {
     s
 }
 
-fn ext_cap_name(id: u16) -> &'static str {
-    match id {
-        0x01 => "Advanced Error Reporting",
-        0x02 => "Virtual Channel",
-        0x03 => "Device Serial Number",
-        0x04 => "Power Budgeting",
-        0x0b => "Vendor Specific",
-        0x0d => "Access Control Services",
-        0x0e => "Alternative Routing-ID",
-        0x0f => "Address Translation Services",
-        0x10 => "SR-IOV",
-        0x15 => "Resizable BAR",
-        0x17 => "TPH Requester",
-        0x18 => "Latency Tolerance Reporting",
-        0x19 => "Secondary PCI Express",
-        0x1b => "PASID",
-        0x1d => "Downstream Port Containment",
-        0x1e => "L1 PM Substates",
-        0x1f => "Precision Time Measurement",
-        0x25 => "Data Link Feature",
-        0x26 => "Physical Layer 16 GT/s",
-        0x27 => "Lane Margining",
-        _ => "unknown",
-    }
-}
-
-/// The host's extended capability chain (id, version, offset), loop- and bounds-protected.
-fn ext_caps(host: &[u8]) -> Vec<(u16, u8, u16)> {
-    let mut out = Vec::new();
-    let mut off = 0x100usize;
-    let mut seen = std::collections::BTreeSet::new();
-    while off >= 0x100 && off + 4 <= host.len() && seen.insert(off) {
-        let h = le32(host, off);
-        if h == 0 || h == !0 {
-            break;
-        }
-        out.push(((h & 0xffff) as u16, ((h >> 16) & 0xf) as u8, off as u16));
-        off = ((h >> 20) & 0xffc) as usize;
-    }
-    out
-}
-
 pub fn caps(dm: &mut DeviceModel) -> String {
     let mut s = String::new();
     let exposed = dm.caps.caps.iter().filter(|c| c.hidden.is_none()).count();
@@ -394,19 +360,37 @@ pub fn caps(dm: &mut DeviceModel) -> String {
         );
     }
     if dm.cfg.size() > CONFIG_SPACE_SIZE {
-        let (host, _) = host_bytes(dm);
-        let ext = ext_caps(&host);
-        if ext.is_empty() {
+        if dm.caps.ext.is_empty() {
             line!(s, "extended capabilities: none on the host");
         } else {
-            line!(s, "extended capabilities (0x100-0xfff), {} on the host, all hidden:", ext.len());
-            for (id, ver, off) in ext {
+            let exposed = dm.caps.ext.iter().filter(|c| c.hidden.is_none()).count();
+            line!(
+                s,
+                "extended capabilities (0x100-0xfff), host chain order: {exposed} exposed, {} hidden",
+                dm.caps.ext.len() - exposed
+            );
+            for c in &dm.caps.ext {
+                let what = match c.hidden {
+                    None => "exposed".to_string(),
+                    Some(why) => format!("hidden: {why}"),
+                };
                 line!(
                     s,
-                    "  [{off:03x}] id {id:#06x} v{ver} {:<28} hidden: not offered to the guest yet",
-                    ext_cap_name(id)
+                    "  [{:03x}] id {:#06x} v{} {:<28} {:>3} bytes  {what}",
+                    c.offset,
+                    c.id,
+                    c.version,
+                    ext::name(c.id),
+                    c.len
                 );
             }
+            let chain: Vec<String> = dm
+                .caps
+                .guest_ext_chain()
+                .iter()
+                .map(|&(id, o)| if id == 0 { format!("{o:#05x} (Null)") } else { format!("{o:#05x}") })
+                .collect();
+            line!(s, "guest extended chain: {}", if chain.is_empty() { "empty".into() } else { chain.join(" -> ") });
         }
     }
     for w in &dm.caps.warnings {

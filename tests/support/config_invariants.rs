@@ -14,7 +14,9 @@
 //! - the guest-visible capability chain stays inside 0x40..0xff, never loops, has
 //!   dword-aligned pointers, agrees with the Capabilities List bit, and is the chain of
 //!   exposed capabilities the device was built with, before and after any sequence (the
-//!   extended chain, if any, stays inside 0x100..size and never loops).
+//!   extended chain, if any, stays inside 0x100..size, never loops, and is the chain of
+//!   exposed extended capabilities, behind a Null header at 0x100 when the host's first
+//!   one is hidden).
 
 #![allow(dead_code)] // each includer uses its own part
 
@@ -181,18 +183,34 @@ pub fn guest_chain(snap: &[u8]) -> Result<Vec<(u8, u16)>, String> {
         chain.push((snap[ptr as usize], ptr as u16));
         ptr = snap[ptr as usize + 1];
     }
-    // Extended capabilities: each next pointer inside 0x100..size, no loops.
+    Ok(chain)
+}
+
+/// The guest-visible extended capability chain from 0x100: (id, offset) in order, or why
+/// it is broken (pointer out of 0x100..size, unaligned, looping, all-ones header).
+pub fn guest_ext_chain(snap: &[u8]) -> Result<Vec<(u16, u16)>, String> {
+    let mut chain = Vec::new();
+    if snap.len() <= 0x100 {
+        return Ok(chain);
+    }
     let mut ext = 0x100usize;
-    let mut seen_ext = std::collections::HashSet::new();
-    while snap.len() > 0x100 && ext != 0 {
-        if ext < 0x100 || ext % 4 != 0 || ext + 4 > snap.len() || !seen_ext.insert(ext) {
-            return Err(format!("extended chain broken at {ext:#x}"));
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        if ext < 0x100 || ext % 4 != 0 || ext + 4 > snap.len() || !seen.insert(ext) {
+            return Err(format!("extended chain broken at {ext:#x} (after {chain:x?})"));
         }
         let h = dword(snap, ext / 4);
         if h == 0 {
             break;
         }
+        if h == !0 {
+            return Err(format!("extended header at {ext:#x} reads all-ones (after {chain:x?})"));
+        }
+        chain.push((h as u16, ext as u16));
         ext = (h >> 20) as usize;
+        if ext == 0 {
+            break;
+        }
     }
     Ok(chain)
 }
@@ -217,6 +235,7 @@ pub struct Harness {
     rules: HostRules,
     ro: Vec<u32>,
     exposed: Vec<(u8, u16)>,
+    ext_exposed: Vec<(u16, u16)>,
     controls: Vec<u16>,
     step: usize,
     pub stats: Stats,
@@ -244,8 +263,21 @@ impl Harness {
             .filter(|c| matches!(c.id, CAP_ID_MSI | CAP_ID_MSIX) && c.hidden.is_none())
             .map(|c| c.offset + 2)
             .collect();
-        let mut h =
-            Harness { _sim: sim, x, dm, log, seen: 0, rules, ro, exposed, controls, step: 0, stats: Stats::default() };
+        let ext_exposed = dm.caps.guest_ext_chain();
+        let mut h = Harness {
+            _sim: sim,
+            x,
+            dm,
+            log,
+            seen: 0,
+            rules,
+            ro,
+            exposed,
+            ext_exposed,
+            controls,
+            step: 0,
+            stats: Stats::default(),
+        };
         for w in h.new_writes() {
             h.rules.check(&w, "start-up", None)?;
         }
@@ -265,6 +297,13 @@ impl Harness {
         let chain = guest_chain(&snap).map_err(|e| format!("{when}: {e}"))?;
         if chain != self.exposed {
             return Err(format!("{when}: guest chain {chain:x?} is not the exposed capabilities {:x?}", self.exposed));
+        }
+        let ext = guest_ext_chain(&snap).map_err(|e| format!("{when}: {e}"))?;
+        if ext != self.ext_exposed {
+            return Err(format!(
+                "{when}: guest extended chain {ext:x?} is not the exposed capabilities {:x?}",
+                self.ext_exposed
+            ));
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! protection), each capability xenpt knows gets its policy from its own file, and the
 //! chain the guest sees is built from the list of exposed capabilities.
 
+pub mod ext;
 pub mod msi;
 pub mod msix;
 pub mod pcie;
@@ -28,6 +29,8 @@ pub struct CapLayout {
     pub caps: Vec<CapInfo>,
     pub msix: Option<msix::MsixLayout>,
     pub msi: Option<msi::MsiLayout>,
+    /// Extended capabilities (0x100..0xfff) in host chain order, exposed or hidden.
+    pub ext: Vec<ext::ExtCapInfo>,
     /// Problems with the host chain (loops, pointers into the header), for the start-up log.
     pub warnings: Vec<String>,
 }
@@ -179,6 +182,9 @@ pub fn build(cfg: &mut ConfigSpace, host_cfg: &[u8], res: &HostResources, profil
         let next = exposed.get(i + 1).copied().unwrap_or(0);
         cfg.define(off, 1, Reg::constant(host_cfg[off as usize] as u32));
         cfg.define(off + 1, 1, Reg::constant(next as u32));
+    }
+    if cfg.size() > CONFIG_SPACE_SIZE {
+        ext::build(cfg, host_cfg, &mut layout);
     }
     layout
 }
