@@ -54,6 +54,19 @@ fn last_errno() -> Errno {
     Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
 }
 
+/// mmap one shared, writable page of a device (/dev/xen/hypercall, /dev/xen/privcmd).
+fn map_device_page(fd: RawFd) -> std::io::Result<NonNull<u8>> {
+    // SAFETY: a fresh shared mapping of one page of a Xen device fd, which the kernel
+    // validates; failure is checked below and nothing aliases the new mapping.
+    let p = unsafe {
+        libc::mmap(std::ptr::null_mut(), PAGE_BYTES, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    NonNull::new(p.cast()).ok_or_else(std::io::Error::last_os_error)
+}
+
 /// One page of hypercall-safe memory: from /dev/xen/hypercall when the kernel has it,
 /// else locked, not inherited by children, and pre-faulted anonymous memory.
 struct HypercallBuf {
@@ -65,19 +78,7 @@ struct HypercallBuf {
 impl HypercallBuf {
     fn new() -> std::io::Result<Self> {
         if let Ok(dev) = OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC).open(HYPERCALL_PATH) {
-            // SAFETY: mapping one page of the hypercall device; the kernel checks the fd.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    PAGE_BYTES,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    dev.as_raw_fd(),
-                    0,
-                )
-            };
-            if p != libc::MAP_FAILED {
-                let ptr = NonNull::new(p.cast()).ok_or_else(std::io::Error::last_os_error)?;
+            if let Ok(ptr) = map_device_page(dev.as_raw_fd()) {
                 return Ok(HypercallBuf { ptr, from_device: true, _dev: Some(dev) });
             }
         }
@@ -346,22 +347,11 @@ impl Xen for PrivcmdXen {
 
     fn map_ioreq_pages(&mut self, domid: DomId, id: IoservId) -> XenResult<IoreqPages> {
         let err = |e| XenError::new("map_ioreq_pages", domid, e);
-        // SAFETY: a shared mapping of one page of the privcmd device, to be filled by
-        // IOCTL_PRIVCMD_MMAP_RESOURCE; checked for failure below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                PAGE_BYTES,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                self.privcmd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(err(last_errno()));
-        }
-        let page = ResourcePage { ptr: NonNull::new(p.cast()).ok_or_else(|| err(Errno::ENOMEM))? };
+        // A page of the privcmd device, to be filled by IOCTL_PRIVCMD_MMAP_RESOURCE.
+        let ptr = map_device_page(self.privcmd.as_raw_fd())
+            .map_err(|e| err(Errno(e.raw_os_error().unwrap_or(libc::ENOMEM))))?;
+        let page = ResourcePage { ptr };
+        let p = ptr.as_ptr();
         let mut r = PrivcmdMmapResource {
             dom: domid,
             pad: 0,

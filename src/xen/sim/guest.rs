@@ -262,16 +262,7 @@ impl SimGuest {
         if let Some(t) = d.msixtbl.get_mut(&sbdf) {
             t.changed.remove(&entry);
         }
-        let pending = match d.pirqs.get_mut(&pirq) {
-            Some(q) => {
-                q.guest_masked = false;
-                q.pending && q.msi.is_some()
-            }
-            None => false,
-        };
-        if pending {
-            s.deliver_msi(self.domid, pirq, &self.sim.inner.cv);
-        }
+        s.guest_unmask(self.domid, pirq, &self.sim.inner.cv);
     }
 
     pub fn mmio_read(&self, vcpu: u32, gpa: u64, size: u32) -> GuestResult<u64> {
@@ -464,16 +455,7 @@ impl SimGuest {
         let mut s = self.sim.lock();
         let d = self.live(&mut s)?;
         d.evtchn_pirqs.insert(pirq);
-        let deliver = match d.pirqs.get_mut(&pirq) {
-            Some(p) => {
-                p.guest_masked = false;
-                p.pending && p.msi.is_some()
-            }
-            None => false,
-        };
-        if deliver {
-            s.deliver_msi(self.domid, pirq, &self.sim.inner.cv);
-        }
+        s.guest_unmask(self.domid, pirq, &self.sim.inner.cv);
         Ok(())
     }
 

@@ -511,6 +511,16 @@ impl State {
         }
     }
 
+    /// Xen's guest unmask of a pirq (guest_mask_msi_irq(desc, false)): clear the mask and
+    /// deliver what arrived while it was masked, if the pirq is bound.
+    fn guest_unmask(&mut self, domid: DomId, pirq: u32, cv: &Condvar) {
+        let Some(p) = self.domains.get_mut(&domid).and_then(|d| d.pirqs.get_mut(&pirq)) else { return };
+        p.guest_masked = false;
+        if p.pending && p.msi.is_some() {
+            self.deliver_msi(domid, pirq, cv);
+        }
+    }
+
     /// Deliver a device's INTx through its bound pirq to the guest GSI Xen derives from the
     /// guest slot and pin (hvm_pci_intx_gsi), then through the guest's IO-APIC route.
     fn deliver_intx(&mut self, domid: DomId, gsi: u32, cv: &Condvar) {
