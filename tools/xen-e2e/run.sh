@@ -70,7 +70,7 @@ for sc in "${scenarios[@]}"; do
     lines=$(grep -a "^E2E $sc " "$serial" || true)
     if [ -z "$lines" ]; then verdict=FAIL; why="no results (QEMU exit $qrc)";
     elif echo "$lines" | grep -q ' FAIL '; then verdict=FAIL; why=$(echo "$lines" | grep ' FAIL ' | head -3 | cut -d' ' -f3- | tr '\n' ';');
-    else verdict=PASS; why="$(echo "$lines" | grep -c ' PASS ') checks; $(echo "$lines" | grep ' INFO ' | cut -d' ' -f3- | tr '\n' ' ')"; fi
+    else verdict=PASS; why="$(echo "$lines" | grep -c ' PASS ') checks; $(echo "$lines" | grep ' INFO ' | cut -d' ' -f3- | tr '\n' ' ' || true)"; fi
     kind=extra; for r in "${required[@]}"; do [ "$r" = "$sc" ] && kind=required; done
     echo "xen-e2e: $verdict $sc ($kind): $why"
     [ "$verdict" = PASS ] || [ "$kind" = extra ] || fail=1
