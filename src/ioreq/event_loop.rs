@@ -63,6 +63,8 @@ pub struct EventLoop {
     signals: Vec<SignalPipe>,
     console: Option<Console>,
     watch: Option<crate::xen::xenstore::Watch>,
+    /// Times the loop woke up (for the idle budget: an idle guest must cost none).
+    wakeups: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What a run serves: a plain handler, or one the console can look into.
@@ -93,7 +95,15 @@ impl EventLoop {
         let fd = xen.evtchn_fd();
         poll.registry().register(&mut SourceFd(&fd), EVTCHN, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), STOP)?);
-        Ok(EventLoop { poll, waker, evtchn_fd: fd, signals: Vec::new(), console: None, watch: None })
+        Ok(EventLoop {
+            poll,
+            waker,
+            evtchn_fd: fd,
+            signals: Vec::new(),
+            console: None,
+            watch: None,
+            wakeups: Arc::default(),
+        })
     }
 
     /// Learn of domain deaths without polling: a xenstore watch (see crate::xen::xenstore)
@@ -130,6 +140,11 @@ impl EventLoop {
             self.signals.push(SignalPipe { signal, rx, id });
         }
         Ok(())
+    }
+
+    /// A counter of the loop's wake-ups, readable from another thread.
+    pub fn wakeup_counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.wakeups.clone()
     }
 
     /// A handle another thread uses to stop the loop.
@@ -171,7 +186,9 @@ impl EventLoop {
         loop {
             let backlog = self.console.as_ref().is_some_and(|c| c.has_backlog());
             match self.poll.poll(&mut events, backlog.then_some(Duration::ZERO)) {
-                Ok(()) => {}
+                Ok(()) => {
+                    self.wakeups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             }
