@@ -122,6 +122,13 @@ enum Cmd {
         /// Allow console commands that change device state (none exist yet; shown by `status`).
         #[arg(long)]
         console_write: bool,
+        /// PVH profile: do not present the host bridge at 00:00.0 and port 0xCF8 (another
+        /// xenpt serving the same guest presents them; one per guest is enough).
+        #[arg(long)]
+        no_host_bridge: bool,
+        /// Write xenpt's pid to this file (removed at exit).
+        #[arg(long)]
+        pidfile: Option<std::path::PathBuf>,
     },
     /// Talk to the debug console of a running xenpt: run COMMAND and print the reply (exit 1
     /// if it is an error), or without a COMMAND read commands from stdin. `help` lists the
@@ -197,6 +204,8 @@ fn main() -> ExitCode {
             console,
             no_console,
             console_write,
+            no_host_bridge,
+            pidfile,
         } => {
             let args = xenpt::real::RunArgs {
                 domid,
@@ -209,6 +218,8 @@ fn main() -> ExitCode {
                 console,
                 no_console,
                 console_write,
+                no_host_bridge,
+                pidfile,
             };
             match xenpt::real::run(&args) {
                 Ok(reason) => {

@@ -29,12 +29,39 @@ pub struct RunArgs {
     pub no_console: bool,
     /// Allow console commands that change device state.
     pub console_write: bool,
+    /// PVH profile: leave the host bridge and port 0xCF8 to another xenpt.
+    pub no_host_bridge: bool,
+    /// Where to write the pid (removed at exit).
+    pub pidfile: Option<PathBuf>,
+}
+
+/// The pidfile, removed again when xenpt exits (also on errors).
+struct PidFile(Option<PathBuf>);
+
+impl PidFile {
+    fn create(path: Option<&PathBuf>) -> Result<Self, RunError> {
+        if let Some(p) = path {
+            std::fs::write(p, format!("{}\n", std::process::id()))
+                .map_err(|source| RunError::PidFile { path: p.display().to_string(), source })?;
+        }
+        Ok(PidFile(path.cloned()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
     Open(#[from] OpenError),
+    #[error("writing the pidfile {path}: {source}")]
+    PidFile { path: String, source: std::io::Error },
     #[error(transparent)]
     Host(#[from] HostError),
     #[error(
@@ -132,7 +159,9 @@ pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
     if args.permissive {
         tracing::warn!("permissive mode: guest writes to unknown registers of {} reach the device", args.sbdf);
     }
-    let mut inst = match runner::start(&mut xen, Box::new(host), opts) {
+    let _pidfile = PidFile::create(args.pidfile.as_ref())?;
+    let bridge = profile == Profile::Pvh && !args.no_host_bridge;
+    let mut inst = match runner::start_with(&mut xen, Box::new(host), opts, bridge) {
         Ok(i) => i,
         Err(e) => {
             undo_assign(&mut xen, args.domid, args.sbdf, &granted);

@@ -22,6 +22,9 @@ fn help_names_every_command_and_the_exit_codes() {
     let (code, out, _) = xenpt(&["run", "--help"]);
     assert_eq!(code, 0);
     assert!(out.contains("xl pci-assignable-add") && out.contains("--ready-fd"), "{out}");
+    for flag in ["--pidfile", "--no-host-bridge", "--assign", "--console", "--permissive"] {
+        assert!(out.contains(flag), "run --help lacks {flag}:\n{out}");
+    }
 }
 
 #[test]
