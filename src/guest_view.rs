@@ -21,8 +21,66 @@ pub enum ViewError {
     Device(#[from] DeviceError),
 }
 
-/// The guest view of a host function: (dump text, capability report lines).
+/// How guest-view prints the guest's config space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A register table: offset, register, the guest's value, and who owns which bits.
+    Table,
+    /// `lspci -xxxx` format, readable by `lspci -F FILE -vvv`.
+    Lspci,
+}
+
+/// The register table: every header dword and every dword of each exposed capability
+/// (conventional and extended), with the guest's value and the policy masks.
+fn table(dm: &DeviceModel, bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "offset  register                                   guest     emulated  writable  w1c       source"
+    );
+    let mut dwords: Vec<u16> = (0..0x40).step_by(4).collect();
+    for c in dm.caps.caps.iter().filter(|c| c.hidden.is_none()) {
+        dwords.extend((c.offset & !3..c.offset + c.len).step_by(4));
+    }
+    for c in dm.caps.ext.iter().filter(|c| c.hidden.is_none()) {
+        dwords.extend((c.offset..c.offset + c.len.max(4)).step_by(4));
+    }
+    dwords.sort();
+    dwords.dedup();
+    for off in dwords {
+        let o = off as usize;
+        let Some(v) = bytes.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])) else { continue };
+        let (_, emu, wr, w1c) = dm.cfg.masks(off);
+        let source = match (emu, wr & !emu, w1c & !emu) {
+            (0xffff_ffff, _, _) => "xenpt",
+            (0, 0, 0) => "host, read-only",
+            (_, 0, 0) => "xenpt + host read-only",
+            _ => "xenpt + host pass-through",
+        };
+        let name = crate::console::view::register_name(&dm.caps, off);
+        let _ = writeln!(out, "0x{off:03x}   {name:<42} {v:08x}  {emu:08x}  {wr:08x}  {w1c:08x}  {source}");
+    }
+    out
+}
+
+/// The guest view of a host function: (output text, capability report lines).
+pub fn guest_view_as(
+    host: Box<dyn HostDevice>,
+    profile: Profile,
+    slot: u8,
+    format: Format,
+) -> Result<(String, Vec<String>), ViewError> {
+    let (dump, report, table_text) = view(host, profile, slot)?;
+    Ok((if format == Format::Lspci { dump } else { table_text }, report))
+}
+
+/// The guest view of a host function in lspci format: (dump text, capability report lines).
 pub fn guest_view(host: Box<dyn HostDevice>, profile: Profile, slot: u8) -> Result<(String, Vec<String>), ViewError> {
+    view(host, profile, slot).map(|(dump, report, _)| (dump, report))
+}
+
+fn view(host: Box<dyn HostDevice>, profile: Profile, slot: u8) -> Result<(String, Vec<String>, String), ViewError> {
     let opts = DeviceOptions {
         domid: 0,
         guest_sbdf: Sbdf::new(0, 0, slot, 0),
@@ -52,16 +110,17 @@ pub fn guest_view(host: Box<dyn HostDevice>, profile: Profile, slot: u8) -> Resu
     }
     report.extend(dm.caps.warnings.iter().map(|w| format!("  warning: {w}")));
     let desc = "xenpt guest view";
-    Ok((format_dump(Sbdf::new(0, 0, slot, 0), desc, &bytes), report))
+    let table_text = table(&dm, &bytes);
+    Ok((format_dump(Sbdf::new(0, 0, slot, 0), desc, &bytes), report, table_text))
 }
 
-pub fn from_dump(path: &str, profile: Profile, slot: u8) -> Result<(String, Vec<String>), ViewError> {
+pub fn from_dump(path: &str, profile: Profile, slot: u8, format: Format) -> Result<(String, Vec<String>), ViewError> {
     let text = std::fs::read_to_string(path).map_err(|source| ViewError::Read { path: path.into(), source })?;
     let dev = DumpDevice::from_text(&text).map_err(|why| ViewError::Parse { path: path.into(), why })?;
-    guest_view(Box::new(dev), profile, slot)
+    guest_view_as(Box::new(dev), profile, slot, format)
 }
 
-pub fn from_sysfs(sbdf: Sbdf, profile: Profile, slot: u8) -> Result<(String, Vec<String>), ViewError> {
+pub fn from_sysfs(sbdf: Sbdf, profile: Profile, slot: u8, format: Format) -> Result<(String, Vec<String>), ViewError> {
     let dev = SysfsDevice::open(sbdf, false)?;
-    guest_view(Box::new(dev), profile, slot)
+    guest_view_as(Box::new(dev), profile, slot, format)
 }

@@ -67,9 +67,10 @@ enum Cmd {
         #[arg(long, value_name = "SECONDS", default_value_t = 0, requires = "console")]
         hold: u64,
     },
-    /// Print the config space a guest would see of a function, in `lspci -xxxx` format (decode
-    /// it with `lspci -F FILE -vvv`), and which capabilities are exposed or hidden and why
-    /// (on stderr). Reads a live device through sysfs without writing to it, or an lspci dump.
+    /// Print the config space a guest would see of a function: a register table (default) or
+    /// `--format lspci` (decode it with `lspci -F FILE -vvv`); which capabilities are exposed
+    /// or hidden and why goes to stderr. Reads a live device through sysfs without writing to
+    /// it, or an lspci dump.
     GuestView {
         /// Host PCI function (read through sysfs, read-only).
         #[arg(long, conflicts_with = "dump", required_unless_present = "dump")]
@@ -82,6 +83,9 @@ enum Cmd {
         /// Guest slot on bus 0.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(0..=31))]
         guest_slot: u8,
+        /// `table`: a readable register table; `lspci`: the `lspci -xxxx` dump format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: xenpt::guest_view::Format,
     },
     /// Serve a host PCI function to a running Xen guest (real Xen, as root in dom0).
     ///
@@ -158,10 +162,10 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAIL)
             }
         }
-        Cmd::GuestView { sbdf, dump, profile, guest_slot } => {
+        Cmd::GuestView { sbdf, dump, profile, guest_slot, format } => {
             let r = match (sbdf, dump) {
-                (_, Some(path)) => xenpt::guest_view::from_dump(&path, profile, guest_slot),
-                (Some(s), None) => xenpt::guest_view::from_sysfs(s, profile, guest_slot),
+                (_, Some(path)) => xenpt::guest_view::from_dump(&path, profile, guest_slot, format),
+                (Some(s), None) => xenpt::guest_view::from_sysfs(s, profile, guest_slot, format),
                 (None, None) => unreachable!("clap requires one of --sbdf and --dump"),
             };
             match r {

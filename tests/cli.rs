@@ -60,9 +60,12 @@ fn run_without_xen_fails_fast_with_exit_3_and_says_why() {
 #[test]
 fn guest_view_of_a_dump_decodes_with_lspci() {
     let dump = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/pci-corpus/1179_0116_xg5-nvme-ssd-controller.lspci");
-    let (code, out, err) = xenpt(&["guest-view", "--dump", dump]);
+    let (code, table, err) = xenpt(&["guest-view", "--dump", dump]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("[b0] MSI-X: exposed"), "{err}");
+    assert!(table.lines().any(|l| l.starts_with("0x004   Command / Status") && l.contains("pass-through")), "{table}");
+    let (code, out, err) = xenpt(&["guest-view", "--dump", dump, "--format", "lspci"]);
+    assert_eq!(code, 0, "{err}");
     let tmp = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(tmp.path(), &out).unwrap();
     let l = Command::new("lspci").arg("-F").arg(tmp.path()).arg("-vv").output().expect("lspci");
@@ -75,7 +78,7 @@ fn guest_view_of_a_real_device_never_writes_it() {
     // Read-only by construction (sysfs opened read-only); this checks it runs and reports.
     let dev = std::fs::read_dir("/sys/bus/pci/devices").unwrap().filter_map(|e| e.ok()).next().unwrap();
     let sbdf = dev.file_name().to_string_lossy().to_string();
-    let (code, out, err) = xenpt(&["guest-view", "--sbdf", &sbdf]);
+    let (code, out, err) = xenpt(&["guest-view", "--sbdf", &sbdf, "--format", "lspci"]);
     // Bridges are refused with a clear message; endpoints print a dump.
     if code == 0 {
         assert!(out.starts_with("00:04.0 "), "{out}");
