@@ -10,6 +10,7 @@ pub struct MapStats {
     pub memory_mapping_calls: u64,
     pub ioport_mapping_calls: u64,
     pub trap_calls: u64,
+    /// Map/unmap/trap operations that failed (each counted once).
     pub failures: u64,
 }
 
@@ -43,7 +44,7 @@ impl Mapper {
                 Ok(n) if n > 0 => done += n,
                 Ok(_) => return Err(XenError::new("memory_mapping", self.domid, crate::xen::Errno::EINVAL)),
                 Err(e) => {
-                    self.stats.failures += 1;
+                    // Counted once, by apply(), as a failed operation.
                     if add && done > 0 {
                         // Recorded first: whatever the removal fails to take back stays
                         // known (and is retried at the next apply or teardown).
@@ -131,4 +132,28 @@ fn remove_mmio(runs: &mut Vec<MmioRun>, r: MmioRun) {
         }
     }
     *runs = out;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xen::sim::Sim;
+    use crate::xen::{Errno, GuestKind};
+
+    #[test]
+    fn a_failed_map_counts_one_failure_and_leaves_nothing_recorded() {
+        let sim = Sim::default();
+        let d = sim.create_domain(GuestKind::Hvm, 1, 4096);
+        let mut x = sim.xen();
+        x.iomem_permission(d, 0x100, 200, true).unwrap();
+        let mut m = Mapper::new(d, 0);
+        // 100 frames: a first call maps 64, the continuation fails, the rollback removes 64.
+        sim.fail_nth("memory_mapping", 2, Errno::ENOMEM);
+        let want = Plan { mmio: vec![MmioRun { gfn: 0x8000, mfn: 0x100, nr: 100 }], ..Default::default() };
+        let errors = m.apply(&mut x, &want);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(m.stats.failures, 1, "one failed operation, counted once");
+        assert!(m.current().mmio.is_empty());
+        assert!(sim.p2m_mmio(d).is_empty(), "rolled back");
+    }
 }
