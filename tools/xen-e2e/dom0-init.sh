@@ -62,7 +62,8 @@ wait_shutdown() { # name timeout
 
 guest_checks() { # scenario name
     local ser=/var/log/xen/$2-serial.log
-    sed 's/^/E2E-SERIAL /' "$ser" 2>/dev/null | grep -a 'GUEST-' | tail -60
+    sed 's/^/E2E-SERIAL /' "$ser" 2>/dev/null | grep -a 'GUEST-' | grep -av 'GUEST-CONFIG' | tail -60
+    grep -a 'GUEST-CONFIG' "$ser" | sed "s/^/E2E-CONFIG $1 /"
     for c in nvme-found nvme-read nvme-write-read nvme-interrupts; do
         local l; l=$(grep -a "GUEST-RESULT $c " "$ser" 2>/dev/null | tail -1)
         if [ -z "$l" ]; then res "$1" "$c" FAIL "no result line from the guest"; else

@@ -14,6 +14,9 @@ if [ -z "$nvme" ]; then
     echo "GUEST-RESULT nvme-found FAIL no class 010802 function"
 else
     echo "GUEST-RESULT nvme-found PASS $(basename $(dirname $nvme))"
+    # The device's config space as the guest sees it (root reads all 256 bytes; the
+    # extended space is not reachable through CF8/CFC), for the xenpt/QEMU comparison.
+    hexdump -v -e '"GUEST-CONFIG " 16/1 "%02x " "\n"' "$(dirname $nvme)/config" | head -16
     for n in crct10dif_common crct10dif_generic crc-t10dif crc64 crc64_rocksoft_generic crc64-rocksoft t10-pi nvme-core nvme; do
         [ -f /mod/$n.ko ] && insmod /mod/$n.ko 2>/dev/null
     done

@@ -75,6 +75,22 @@ for sc in "${scenarios[@]}"; do
     echo "xen-e2e: $verdict $sc ($kind): $why"
     [ "$verdict" = PASS ] || [ "$kind" = extra ] || fail=1
 done
+# The guest's view of the device's config space in each scenario, in lspci -xxx format,
+# and where xenpt's and QEMU's views differ.
+for sc in "${scenarios[@]}"; do
+    rows=$(grep -a "^E2E-CONFIG $sc GUEST-CONFIG " "$serial" | tr -d '\r' | cut -d' ' -f4- || true)
+    [ -n "$rows" ] || continue
+    { echo "00:04.0 guest view ($sc)"; i=0; while read -r r; do printf '%02x: %s\n' $((i * 16)) "$r"; i=$((i + 1)); done <<< "$rows"; } > "$logs/$sc.config.txt"
+done
+if [ -f "$logs/xenpt-hvm.config.txt" ] && [ -f "$logs/qemu-hvm.config.txt" ]; then
+    echo "xen-e2e: config-space bytes the guest sees differently under xenpt and QEMU's xen_pt (offset: xenpt / qemu):"
+    paste -d'|' <(tail -n +2 "$logs/xenpt-hvm.config.txt") <(tail -n +2 "$logs/qemu-hvm.config.txt") | while IFS='|' read -r a b; do
+        off=${a%%:*}; set -- ${a#*: }; x=("$@"); set -- ${b#*: }; q=("$@")
+        for k in $(seq 0 15); do
+            [ "${x[$k]:-}" = "${q[$k]:-}" ] || printf '  %03x: %s / %s\n' $((16#$off + k)) "${x[$k]:-?}" "${q[$k]:-?}"
+        done
+    done
+fi
 grep -aq '^E2E setup assignable PASS' "$serial" || { echo "xen-e2e: FAIL setup: NVMe not assignable"; fail=1; }
 if grep -aq '^E2E setup no-zombies FAIL' "$serial"; then echo "xen-e2e: FAIL $(grep -a '^E2E setup no-zombies' "$serial" | cut -d' ' -f3-)"; fail=1; fi
 echo "xen-e2e: $( [ $fail = 0 ] && echo PASS || echo FAIL ) in $(( $(date +%s) - start )) s; logs in $logs (serial.log, results.txt)"
