@@ -92,48 +92,7 @@ enum Cmd {
     /// The function must be assignable (bound to pciback: `xl pci-assignable-add SBDF`).
     /// Start the guest paused (`xl create -p`), start xenpt, wait for the ready line, then
     /// `xl unpause`. SIGTERM, SIGINT or SIGHUP tear everything down in order and exit 0.
-    Run {
-        /// Guest domain id.
-        #[arg(long)]
-        domid: u16,
-        /// Host PCI function, e.g. 0000:03:00.0.
-        #[arg(long)]
-        sbdf: xenpt::pci::Sbdf,
-        /// Device number the guest sees the function at, on bus 0 (pick a slot QEMU does not use).
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=31))]
-        guest_slot: u8,
-        /// Guest profile; default from the domain's type.
-        #[arg(long, value_enum)]
-        profile: Option<Profile>,
-        /// Let guest writes to registers xenpt does not know reach the device (unsafe; logged).
-        #[arg(long)]
-        permissive: bool,
-        /// Write one line to this fd once the ioreq server is enabled (for the toolstack to wait on).
-        #[arg(long)]
-        ready_fd: Option<i32>,
-        /// Do the toolstack's part too: assign the device to the domain and grant it its BARs,
-        /// undone exactly at exit (for use without libxl's pci= support).
-        #[arg(long)]
-        assign: bool,
-        /// Debug console socket (mode 0600), default /run/xenpt/DOMID-SBDF.sock; query it with
-        /// `xenpt console PATH` or `socat - UNIX-CONNECT:PATH`. An explicit path that cannot be
-        /// created is fatal; the default is best effort.
-        #[arg(long, value_name = "PATH", conflicts_with = "no_console")]
-        console: Option<std::path::PathBuf>,
-        /// No debug console.
-        #[arg(long)]
-        no_console: bool,
-        /// Allow console commands that change device state (none exist yet; shown by `status`).
-        #[arg(long)]
-        console_write: bool,
-        /// PVH profile: do not present the host bridge at 00:00.0 and port 0xCF8 (another
-        /// xenpt serving the same guest presents them; one per guest is enough).
-        #[arg(long)]
-        no_host_bridge: bool,
-        /// Write xenpt's pid to this file (removed at exit).
-        #[arg(long)]
-        pidfile: Option<std::path::PathBuf>,
-    },
+    Run(xenpt::real::RunArgs),
     /// Talk to the debug console of a running xenpt: run COMMAND and print the reply (exit 1
     /// if it is an error), or without a COMMAND read commands from stdin. `help` lists the
     /// commands: status, config guest|host (lspci -xxxx format, for `lspci -F FILE`), diff,
@@ -197,34 +156,8 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Run {
-            domid,
-            sbdf,
-            guest_slot,
-            profile,
-            permissive,
-            ready_fd,
-            assign,
-            console,
-            no_console,
-            console_write,
-            no_host_bridge,
-            pidfile,
-        } => {
-            let args = xenpt::real::RunArgs {
-                domid,
-                sbdf,
-                guest_slot,
-                profile,
-                permissive,
-                ready_fd,
-                assign,
-                console,
-                no_console,
-                console_write,
-                no_host_bridge,
-                pidfile,
-            };
+        Cmd::Run(args) => {
+            let (domid, sbdf) = (args.domid, args.sbdf);
             match xenpt::real::run(&args) {
                 Ok(reason) => {
                     eprintln!("xenpt: stopped ({reason:?}); everything torn down");

@@ -14,24 +14,48 @@ use crate::xen::privcmd::{OpenError, PrivcmdXen};
 use crate::xen::{DomId, GuestKind, Xen, XenError};
 use crate::Profile;
 
-#[derive(Clone, Debug)]
+/// `xenpt run`'s arguments (also the clap definition of the subcommand).
+#[derive(Clone, Debug, clap::Args)]
 pub struct RunArgs {
+    /// Guest domain id.
+    #[arg(long)]
     pub domid: DomId,
+    /// Host PCI function, e.g. 0000:03:00.0.
+    #[arg(long)]
     pub sbdf: Sbdf,
+    /// Device number the guest sees the function at, on bus 0 (pick a slot QEMU does not use).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=31))]
     pub guest_slot: u8,
+    /// Guest profile; default from the domain's type.
+    #[arg(long, value_enum)]
     pub profile: Option<Profile>,
+    /// Let guest writes to registers xenpt does not know reach the device (unsafe; logged).
+    #[arg(long)]
     pub permissive: bool,
+    /// Write one line to this fd once the ioreq server is enabled (for the toolstack to wait on).
+    #[arg(long)]
     pub ready_fd: Option<i32>,
+    /// Do the toolstack's part too: assign the device to the domain and grant it its BARs,
+    /// undone exactly at exit (for use without libxl's pci= support).
+    #[arg(long)]
     pub assign: bool,
-    /// Debug console socket; None: the default path (crate::console::default_path).
+    /// Debug console socket (mode 0600), default /run/xenpt/DOMID-SBDF.sock; query it with
+    /// `xenpt console PATH` or `socat - UNIX-CONNECT:PATH`. An explicit path that cannot be
+    /// created is fatal; the default is best effort.
+    #[arg(long, value_name = "PATH", conflicts_with = "no_console")]
     pub console: Option<PathBuf>,
-    /// No debug console at all.
+    /// No debug console.
+    #[arg(long)]
     pub no_console: bool,
-    /// Allow console commands that change device state.
+    /// Allow console commands that change device state (none exist yet; shown by `status`).
+    #[arg(long)]
     pub console_write: bool,
-    /// PVH profile: leave the host bridge and port 0xCF8 to another xenpt.
+    /// PVH profile: do not present the host bridge at 00:00.0 and port 0xCF8 (another
+    /// xenpt serving the same guest presents them; one per guest is enough).
+    #[arg(long)]
     pub no_host_bridge: bool,
-    /// Where to write the pid (removed at exit).
+    /// Write xenpt's pid to this file (removed at exit).
+    #[arg(long)]
     pub pidfile: Option<PathBuf>,
 }
 

@@ -259,14 +259,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn sighup_stops_the_loop_with_its_reason() {
+    /// An enabled server for a one-vCPU HVM guest, and a loop over its event channel.
+    fn enabled() -> (Sim, crate::xen::sim::SimXen, IoreqServer, EventLoop) {
         let sim = Sim::default();
         let d = sim.create_domain(GuestKind::Hvm, 1, 4096);
         let mut x = sim.xen();
         let mut server = IoreqServer::create(&mut x, d, 1).unwrap();
         server.enable(&mut x).unwrap();
-        let mut ev = EventLoop::new(&x).unwrap();
+        let ev = EventLoop::new(&x).unwrap();
+        (sim, x, server, ev)
+    }
+
+    #[test]
+    fn sighup_stops_the_loop_with_its_reason() {
+        let (_sim, mut x, mut server, mut ev) = enabled();
         ev.catch_termination_signals().unwrap();
         // SIGHUP only: SIGTERM/SIGINT would hit the test harness if raced.
         signal_hook::low_level::raise(SIGHUP).unwrap();
@@ -276,12 +282,7 @@ mod tests {
 
     #[test]
     fn a_waker_from_another_thread_stops_the_loop() {
-        let sim = Sim::default();
-        let d = sim.create_domain(GuestKind::Hvm, 1, 4096);
-        let mut x = sim.xen();
-        let mut server = IoreqServer::create(&mut x, d, 1).unwrap();
-        server.enable(&mut x).unwrap();
-        let mut ev = EventLoop::new(&x).unwrap();
+        let (_sim, mut x, mut server, mut ev) = enabled();
         let w = ev.stopper();
         std::thread::spawn(move || w.wake().unwrap());
         assert_eq!(ev.run(&mut x, &mut server, &mut Nothing).unwrap(), StopReason::Requested);
