@@ -71,7 +71,14 @@ pub fn guest_view_as(
     slot: u8,
     format: Format,
 ) -> Result<(String, Vec<String>), ViewError> {
-    let (dump, report, table_text) = view(host, profile, slot)?;
+    let name = host.ids().ok().map(|ids| {
+        let n = crate::names::lookup(&ids);
+        format!("{} [{:04x}:{:04x}] (names: {})", n.describe(&ids), ids.vendor, ids.device, n.source)
+    });
+    let (dump, mut report, table_text) = view(host, profile, slot)?;
+    if let Some(name) = name {
+        report.insert(1.min(report.len()), format!("  {name}"));
+    }
     Ok((if format == Format::Lspci { dump } else { table_text }, report))
 }
 

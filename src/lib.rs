@@ -17,6 +17,7 @@ pub mod host_bridge;
 pub mod ioreq;
 pub mod log;
 pub mod msi;
+pub mod names;
 pub mod pci;
 pub mod pirq;
 pub mod real;

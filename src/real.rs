@@ -156,6 +156,8 @@ fn undo_assign(xen: &mut PrivcmdXen, domid: DomId, sbdf: Sbdf, g: &Granted) {
 
 /// Run until a termination signal; returns why the loop stopped.
 pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
+    // Every line this process logs names its device and domain.
+    let _span = tracing::info_span!("xenpt", dev = %args.sbdf, dom = args.domid).entered();
     let mut xen = PrivcmdXen::open()?;
     tracing::info!(
         "Xen {} (domctl interface {:#x}), hypercall buffers from {}",
@@ -218,7 +220,6 @@ pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
                 Err(e) => tracing::warn!("no debug console: {}: {e}", path.display()),
             }
         }
-        tracing::info!("serving {} to domain {} at guest {guest_sbdf} ({profile:?})", args.sbdf, args.domid);
         if let Some(fd) = args.ready_fd {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
@@ -227,6 +228,19 @@ pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
             writeln!(f, "ready {} d{} {guest_sbdf}", args.sbdf, args.domid)
                 .map_err(|source| RunError::Ready { fd, source })?;
         }
+        // After "ready": the name lookup reads pci.ids, which the guest need not wait for.
+        let name = match inst.device.host().ids() {
+            Ok(ids) => crate::names::lookup(&ids).describe(&ids),
+            Err(e) => format!("(IDs unreadable: {e})"),
+        };
+        tracing::info!(
+            "serving {} [{name}] to domain {} at guest {guest_sbdf}: profile {}, permissive {}, host bridge {}",
+            args.sbdf,
+            args.domid,
+            format!("{profile:?}").to_lowercase(),
+            if args.permissive { "on" } else { "off" },
+            if bridge { "presented" } else { "not presented" },
+        );
         match crate::xen::xenstore::Watch::new("@releaseDomain", "xenpt") {
             Ok(w) => ev.watch_domains(w)?,
             Err(e) => tracing::warn!(

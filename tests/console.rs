@@ -182,6 +182,12 @@ fn two_clients_inspect_a_live_device_and_lspci_reads_the_guest_view() {
     let pirqs = b.reply();
     assert!(status.contains("host 0000:03:00.0") && status.contains("2 client(s) connected"), "{status}");
     assert!(status.contains("MSI-X on (3 of 64 entries bound)"), "{status}");
+    // The name from pci.ids, worded as lspci words it, and which database said so.
+    assert!(
+        status
+            .contains("name:      Non-Volatile memory controller: Red Hat, Inc. QEMU NVM Express Controller (names: "),
+        "{status}"
+    );
 
     // Every programmed vector, with the pirq the simulator assigned to it.
     // (pirq 11 is the INTx line: GSI 11 mapped and bound at start-up.)

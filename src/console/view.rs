@@ -77,6 +77,13 @@ pub fn status(env: &mut Env) -> String {
                 Err(e) => format!("(ids unreadable: {e})"),
             };
             line!(s, "device:    host {} {ids}, {} backend", dm.host_sbdf(), host.backend());
+            if let Ok(i) = host.ids() {
+                let name = env.info.names.get_or_init(|| {
+                    let n = crate::names::lookup(&i);
+                    format!("{} (names: {})", n.describe(&i), n.source)
+                });
+                line!(s, "name:      {name}");
+            }
             line!(s, "guest:     {} on the guest's bus 0", dm.opts.guest_sbdf);
             line!(s, "domain:    {}, profile {}, permissive {}", dm.opts.domid, profile(dm), on(dm.opts.permissive));
         }
