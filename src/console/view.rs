@@ -744,6 +744,9 @@ pub fn stats(dm: &mut DeviceModel, ioreqs: Option<ServerStats>) -> String {
         ),
         None => line!(s, "ioreqs: no ioreq server attached"),
     }
+    if let Some(r) = ioreqs {
+        line!(s, "request handling (slot taken to completion): {}", r.latency.summary());
+    }
     let c = &dm.cfg.stats;
     line!(
         s,

@@ -4,6 +4,7 @@
 
 pub mod bufring;
 pub mod event_loop;
+pub mod latency;
 pub mod slot;
 
 use std::collections::HashMap;
@@ -107,6 +108,8 @@ pub struct ServerStats {
     pub unsupported: u64,
     /// Writes taken from the buffered ring.
     pub buffered: u64,
+    /// Time from taking a synchronous request off its slot to completing it.
+    pub latency: latency::Latency,
 }
 
 /// One ioreq server of xenpt in one guest.
@@ -219,6 +222,7 @@ impl IoreqServer {
                     self.stats.spurious += 1;
                     continue;
                 };
+                let started = std::time::Instant::now();
                 let decoded = Request::decode(&req);
                 match decoded {
                     Request::PciConfig { .. } => self.stats.pci_config += 1,
@@ -235,6 +239,7 @@ impl IoreqServer {
                 tracing::trace!(target: "xenpt::ioreq", vcpu, "{decoded:x?} -> {:#x}", data & size_mask(req.size));
                 let slot = &self.slots[vcpu as usize];
                 slot.complete(req.dir_read.then_some(data & size_mask(req.size)));
+                self.stats.latency.record(started.elapsed());
                 xen.evtchn_notify(port)?;
                 handled += 1;
             }
