@@ -94,7 +94,10 @@ pub fn walk(host_cfg: &[u8]) -> (Vec<(u8, u16)>, Vec<String>) {
     if status & STATUS_CAP_LIST_BIT == 0 {
         return (out, warnings);
     }
-    let mut ptr = host_cfg[CAP_PTR_OFFSET as usize] & 0xfc;
+    // A CardBus bridge (header type 2) keeps its capability pointer at 0x14. xenpt serves
+    // only type 0, but the walk also describes the host for guest-view and the console.
+    let ptr_at = if host_cfg[HEADER_TYPE_OFFSET as usize] & 0x7f == 2 { 0x14 } else { CAP_PTR_OFFSET as usize };
+    let mut ptr = host_cfg[ptr_at] & 0xfc;
     let mut seen = [false; 64];
     while ptr != 0 {
         if ptr < 0x40 {
