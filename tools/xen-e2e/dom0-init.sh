@@ -70,6 +70,21 @@ guest_checks() { # scenario name
             set -- "$1" "$2" $l; res "$1" "$c" "$5" "${*:6}"; fi
     done
     grep -a GUEST-IRQ "$ser" | head -3 | sed "s/^/E2E-LOG $1 /"
+    local lat; lat=$(grep -a 'GUEST-CFGLAT' "$ser" | tail -1 | sed -n 's/.*reads=\([0-9]*\) seconds=\([0-9.]*\).*/\1 \2/p')
+    [ -n "$lat" ] && set -- "$1" $lat && res "$1" cfg-read-us INFO "$(awk "BEGIN {printf \"%.1f\", $3 * 1e6 / $2}") us per guest config read ($2 reads in $3 s)"
+    [ -f /tmp/$1.probe ] && res "$1" unpause-to-probe INFO "$(cat /tmp/$1.probe) ms from unpause to the guest's nvme0n1"
+}
+
+# Time from unpause to the guest's GUEST-PROBED line (its nvme driver probed the device
+# and the disk appeared), watching the serial log every 0.1 s in the background.
+probe_timer() { # scenario name
+    rm -f /tmp/$1.probe
+    ( local s; s=$(date +%s%N); local i=0
+      while [ $i -lt 3000 ]; do
+          if grep -aq GUEST-PROBED "/var/log/xen/$2-serial.log" 2>/dev/null; then
+              echo $(( ($(date +%s%N) - s) / 1000000 )) > /tmp/$1.probe; exit 0; fi
+          sleep 0.1; i=$((i+1))
+      done ) &
 }
 
 # Start xenpt for domain $2 in the background (pid in XPID) and wait for its ready line.
@@ -90,6 +105,7 @@ run_xenpt() { # scenario guest-extra [type]
     # Sample xenpt's resident set while it serves (it exits by itself at the guest's shutdown).
     ( while kill -0 $xpid 2>/dev/null; do awk '/^VmRSS/ {print $2}' /proc/$xpid/status 2>/dev/null >> /tmp/$sc.rss; sleep 1; done ) &
     local sampler=$!
+    probe_timer $sc $name
     $XL unpause $name
     local st; st=$(wait_shutdown $name 300)
     [ "$st" = shutdown ] && res $sc guest-shutdown PASS "clean poweroff" || res $sc guest-shutdown FAIL "$st"
@@ -137,8 +153,10 @@ run_xenpt_death() { # scenario: the guest powers off and is destroyed; xenpt mus
 run_qemu() { # scenario: the incumbent, QEMU's xen_pt, on the same device
     local sc=$1 name=$1
     guest_cfg "$name" "nopv" "$NVME"
-    $XL create /etc/xen/$name.cfg >/tmp/$name-create.log 2>&1 || { res $sc create FAIL "$(tail -2 /tmp/$name-create.log | tr '\n' ' ')"; return; }
+    $XL create -p /etc/xen/$name.cfg >/tmp/$name-create.log 2>&1 || { res $sc create FAIL "$(tail -2 /tmp/$name-create.log | tr '\n' ' ')"; return; }
     local domid; domid=$($XL domid $name)
+    probe_timer $sc $name
+    $XL unpause $name
     local st; st=$(wait_shutdown $name 300)
     local qpid; qpid=$(pgrep -f "xen-domid $domid" | head -1)
     res $sc qemu-rss INFO "$(awk '/^VmRSS/ {print $2}' /proc/$qpid/status 2>/dev/null || echo ?) KiB"

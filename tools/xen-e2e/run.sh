@@ -40,6 +40,8 @@ out=$(cat "${XENPT_E2E_CACHE:-/var/tmp/xenpt-e2e}/current")
 (cd "$top" && cargo build --release -q)
 install -m755 "$top/target/release/xenpt" "$out/rootfs/usr/local/bin/xenpt"
 install -m755 "$here/dom0-init.sh" "$out/rootfs/sbin/xenpt-e2e-init"
+install -m755 "$here/guest-init.sh" "$out/guest-root/init"
+(cd "$out/guest-root" && find . | cpio -o -H newc --quiet | gzip -9) > "$out/rootfs/root/guest/guest-initrd.gz"
 img=$logs/rootfs.img
 rm -f "$img"
 mke2fs -q -t ext4 -L root -d "$out/rootfs" "$img" 3G
@@ -91,6 +93,21 @@ if [ -f "$logs/xenpt-hvm.config.txt" ] && [ -f "$logs/qemu-hvm.config.txt" ]; th
         done
     done
 fi
+# Side-by-side figures: xenpt against QEMU's xen_pt on the same device in the same boot.
+fig() { grep -a "^E2E $1 $2 INFO " "$serial" | tail -1 | tr -d '\r' | cut -d' ' -f5-; }
+num() { fig "$1" "$2" | awk '{print $1}'; }
+echo "xen-e2e: figures (same boot, same device, 1 vCPU guests):"
+for sc in "${scenarios[@]}"; do
+    for f in xenpt-rss qemu-rss cfg-read-us unpause-to-probe; do
+        v=$(fig "$sc" "$f"); [ -n "$v" ] && printf '  %-16s %-17s %s\n' "$sc" "$f" "$v"
+    done
+done
+xl=$(num xenpt-hvm cfg-read-us); ql=$(num qemu-hvm cfg-read-us)
+[ -n "$xl" ] && [ -n "$ql" ] && echo "  config read latency xenpt/QEMU: $(awk "BEGIN {printf \"%.2f\", $xl / $ql}") ($xl us / $ql us)"
+xr=$(num xenpt-hvm xenpt-rss); qr=$(num qemu-hvm qemu-rss)
+[ -n "$xr" ] && [ -n "$qr" ] && echo "  resident memory xenpt/QEMU: $(awk "BEGIN {printf \"%.3f\", $xr / $qr}") ($xr KiB / $qr KiB)"
+xp=$(num xenpt-hvm unpause-to-probe); qp=$(num qemu-hvm unpause-to-probe)
+[ -n "$xp" ] && [ -n "$qp" ] && echo "  unpause to nvme probe xenpt/QEMU: $(awk "BEGIN {printf \"%.2f\", $xp / $qp}") ($xp ms / $qp ms)"
 grep -aq '^E2E setup assignable PASS' "$serial" || { echo "xen-e2e: FAIL setup: NVMe not assignable"; fail=1; }
 if grep -aq '^E2E setup no-zombies FAIL' "$serial"; then echo "xen-e2e: FAIL $(grep -a '^E2E setup no-zombies' "$serial" | cut -d' ' -f3-)"; fail=1; fi
 echo "xen-e2e: $( [ $fail = 0 ] && echo PASS || echo FAIL ) in $(( $(date +%s) - start )) s; logs in $logs (serial.log, results.txt)"
