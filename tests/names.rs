@@ -24,10 +24,7 @@ fn the_pci_ids_build_script_starts_no_process_and_opens_no_socket() {
 #[test]
 fn the_build_uses_the_patched_copy_not_the_registrys() {
     let lock = read("Cargo.lock");
-    let entry = lock
-        .split("[[package]]")
-        .find(|p| p.contains("name = \"pci-ids\""))
-        .expect("pci-ids is a dependency");
+    let entry = lock.split("[[package]]").find(|p| p.contains("name = \"pci-ids\"")).expect("pci-ids is a dependency");
     assert!(!entry.contains("source = "), "Cargo.lock takes pci-ids from a registry:\n{entry}");
     assert!(read("Cargo.toml").contains("pci-ids = { path = \"third_party/pci-ids\" }"));
 }

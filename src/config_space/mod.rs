@@ -256,8 +256,10 @@ impl ConfigSpace {
                 let n = self.stats.dropped.entry((i * 4) as u16).or_insert(0);
                 *n += 1;
                 if *n == 1 {
-                    tracing::info!(target: "xenpt::config", device = %self.sbdf,
-                        "guest write to unknown register {:#05x} dropped (logged once; --permissive lets such writes through)", i * 4);
+                    tracing::warn!(target: "xenpt::config", device = %self.sbdf,
+                        "dropped guest write to {:#05x}: no policy lets it reach the device (XSA-131 default-deny; \
+                         logged once per register; --permissive lets such writes through, the xl.cfg permissive=1)",
+                        i * 4);
                 }
             }
         }

@@ -233,12 +233,44 @@ fn xsa_131_writes_to_unknown_registers_are_dropped_unless_permissive() {
     }
     assert!(h.writes().is_empty());
     assert_eq!(c.stats.dropped.get(&0x60), Some(&3));
+    // The first dropped write per register is logged, at warn (seen at the default level),
+    // telling the user about permissive mode; the repeats are not.
+    let logged = capture_logs(|| {
+        for off in [0x64, 0x64, 0x64, 0x68, 0x66] {
+            c.write(&h, off, 2, 0xbeef);
+        }
+    });
+    let lines: Vec<&str> = logged.lines().filter(|l| l.contains("dropped guest write")).collect();
+    assert_eq!(lines.len(), 2, "one line each for 0x064 and 0x068:\n{logged}");
+    assert!(lines[0].contains("WARN") && lines[0].contains("0x064") && lines[0].contains("--permissive"), "{logged}");
+    assert!(lines[1].contains("0x068"), "{logged}");
     c.set_permissive(true);
     c.write(&h, 0x60, 4, 0xdead_beef);
     assert_eq!(h.writes(), vec![(0x60, 4, 0xdead_beef)]);
     // A word at byte 1 (legal through CFD) reaches hardware as naturally aligned bytes.
     c.write(&h, 0x61, 2, 0x1234);
     assert_eq!(h.writes()[1..], [(0x61, 1, 0x34), (0x62, 1, 0x12)]);
+}
+
+/// What `f` logs through tracing, as the fmt layer prints it.
+fn capture_logs(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let out = buf.clone();
+    let sub = tracing_subscriber::fmt().with_writer(move || buf.clone()).with_ansi(false).finish();
+    tracing::subscriber::with_default(sub, f);
+    let bytes = out.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
 }
 
 fn nvme_device(profile: Profile) -> (EmulatedNvme, DeviceModel) {

@@ -7,6 +7,7 @@ pub mod msi;
 pub mod msix;
 pub mod pcie;
 pub mod pm;
+pub mod vendor;
 
 use super::{ConfigSpace, Reg};
 use crate::host::{BarKind, HostResources};
@@ -48,15 +49,58 @@ pub fn name(id: u8) -> &'static str {
         CAP_ID_VPD => "Vital Product Data",
         0x04 => "Slot ID",
         CAP_ID_MSI => "MSI",
+        0x06 => "CompactPCI hot-swap",
         0x07 => "PCI-X",
+        0x08 => "HyperTransport",
         CAP_ID_VENDOR => "Vendor Specific",
-        0x0c => "Hot-plug",
-        0x0d => "Subsystem ID",
+        0x0a => "Debug port",
+        0x0b => "CompactPCI central resource control",
+        0x0c => "Standard Hot-Plug Controller",
+        0x0d => "Subsystem ID (bridge)",
+        0x0e => "AGP 8x",
+        0x0f => "Secure Device",
         CAP_ID_EXP => "PCI Express",
         CAP_ID_MSIX => "MSI-X",
         0x12 => "SATA",
         0x13 => "Advanced Features",
+        0x14 => "Enhanced Allocation",
+        0x15 => "Flattening Portal Bridge",
         _ => "unknown",
+    }
+}
+
+/// The decision for every capability xenpt does not emulate, with the reason the console
+/// and guest-view show. Each one is hidden: unlinked from the guest's chain, and its
+/// registers (as far as their length is known) read 0 and drop writes.
+///
+/// | ID | capability | why hidden |
+/// |----|------------|------------|
+/// | 02, 0e | AGP, AGP 8x | AGP is programmed together with the host chipset's GART, which the guest does not own |
+/// | 03 | VPD | VPD writes reach the device's EEPROM and persist across reboots and guests; some devices hang on VPD reads (Linux keeps a quirk list). Read VPD from dom0's sysfs `vpd` |
+/// | 04 | Slot ID | describes the host's expansion chassis, not the guest's topology |
+/// | 06, 0b | CompactPCI | hot-swap and central resource control belong to the host's backplane |
+/// | 07 | PCI-X | command register sets bus-level read sizes and split transactions for the host bus |
+/// | 08 | HyperTransport | link and host-interface configuration of the host fabric |
+/// | 0a | Debug port | an EHCI debug port is the host's early console |
+/// | 0c, 0d, 0f, 14, 15 | SHPC, bridge SSVID, AMD IOMMU, EA, FPB | bridge, IOMMU and resource-assignment functions, never passed through |
+/// | 12 | SATA | an index/data window (SATACR) into the HBA's registers outside the BARs xenpt maps |
+/// | 13 | Advanced Features | carries conventional-PCI FLR: a guest-triggered reset behind Xen's back |
+///
+/// Anything else is unknown: hidden the same way, its header only (its length is unknown,
+/// and device-specific registers may follow it).
+pub fn decide_other(id: u8) -> &'static str {
+    match id {
+        0x02 | 0x0e => "AGP is programmed with the host chipset's GART",
+        CAP_ID_VPD => "VPD writes persist in the device's EEPROM and some devices hang on VPD reads; read VPD in dom0",
+        0x04 => "describes the host's chassis slot",
+        0x06 | 0x0b => "CompactPCI backplane control belongs to the host",
+        0x07 => "PCI-X bus settings belong to the host bus",
+        0x08 => "HyperTransport link configuration belongs to the host",
+        0x0a => "the debug port is the host's early console",
+        0x0c | 0x0d | 0x0f | 0x14 | 0x15 => "bridge/IOMMU/resource-assignment function",
+        0x12 => "SATA index/data window reaches registers outside the mapped BARs",
+        0x13 => "Advanced Features carries FLR: a reset behind Xen's back",
+        _ => "unknown capability",
     }
 }
 
@@ -70,7 +114,19 @@ fn hidden_len(id: u8, host_cfg: &[u8], off: u16, room: u16) -> u16 {
             let ctrl = u16::from_le_bytes([host_cfg[o + 2], host_cfg[o + 3]]);
             10 + if ctrl & 0x80 != 0 { 4 } else { 0 } + if ctrl & 0x100 != 0 { 10 } else { 0 }
         }
-        CAP_ID_PM | CAP_ID_VPD | 0x07 => 8,
+        CAP_ID_PM | CAP_ID_VPD | 0x0c | 0x0d | 0x12 => 8,
+        // PCI-X: command + status; a 266/533-capable (Mode 2) function adds ECC registers.
+        0x07 => {
+            let status = u32::from_le_bytes([host_cfg[o + 4], host_cfg[o + 5], host_cfg[o + 6], host_cfg[o + 7]]);
+            if status & (3 << 17) != 0 {
+                0x18
+            } else {
+                8
+            }
+        }
+        0x02 => 12,
+        0x04 | 0x06 | 0x0a => 4,
+        0x13 => 6,
         CAP_ID_MSIX => msix::LEN,
         // Whatever the port type, hide the whole v2 register block (or v1's).
         CAP_ID_EXP => {
@@ -160,7 +216,8 @@ pub fn build(cfg: &mut ConfigSpace, host_cfg: &[u8], res: &HostResources, profil
                     hide("MSI capability overlaps the next capability, or is a second one")
                 }
             }
-            _ => (hidden_len(id, host_cfg, off, room), Some("not emulated")),
+            CAP_ID_VENDOR if room >= vendor::MIN_LEN => (vendor::len(host_cfg, off, room), None),
+            _ => hide(decide_other(id)),
         };
         layout.caps.push(CapInfo { id, offset: off, len, hidden });
     }
@@ -176,6 +233,7 @@ pub fn build(cfg: &mut ConfigSpace, host_cfg: &[u8], res: &HostResources, profil
                 }
             }
             (None, CAP_ID_EXP) => pcie::define(cfg, host_cfg, c.offset, c.len),
+            (None, CAP_ID_VENDOR) => vendor::define(cfg, c.offset, c.len),
             (None, _) => cfg.hide(c.offset, c.len),
         }
     }
@@ -191,3 +249,7 @@ pub fn build(cfg: &mut ConfigSpace, host_cfg: &[u8], res: &HostResources, profil
     }
     layout
 }
+
+#[cfg(test)]
+#[path = "decisions_tests.rs"]
+mod decisions_tests;

@@ -337,7 +337,10 @@ impl SimGuest {
                 // Xen rewrites the access into IOREQ_TYPE_PCI_CONFIG for the server that
                 // claims the SBDF; otherwise the null handler answers.
                 let sbdf = Sbdf::from_u32((cf8 >> 8) & 0xffff);
-                let reg = (cf8 & 0xfc) as u64 | (port - CFC_PORT) as u64;
+                let mut reg = (cf8 & 0xfc) as u64 | (port - CFC_PORT) as u64;
+                if d.amd_cf8_ext {
+                    reg |= ((cf8 >> 24) & 0xf) as u64 * 0x100;
+                }
                 let addr = (sbdf.to_u32() as u64) << 32 | reg;
                 let route = Self::server_route(d, IoRangeKind::Pci, sbdf.to_u32() as u64, vcpu);
                 (route, Ioreq::simple(IOREQ_TYPE_PCI_CONFIG, addr, size, write.map(u64::from)))
@@ -365,15 +368,21 @@ impl SimGuest {
         }
     }
 
+    /// The CF8 value an OS writes for `reg`: register bits 11:8 go to CF8 bits 27:24 (AMD's
+    /// extended format, which Linux uses on AMD hosts; ignored where not enabled).
+    fn cf8_for(sbdf: Sbdf, reg: u16) -> u32 {
+        0x8000_0000 | ((reg as u32 >> 8) & 0xf) << 24 | (sbdf.to_u32() & 0xffff) << 8 | (reg as u32 & 0xfc)
+    }
+
     /// Config read through CF8/CFC, the way an OS does it.
     pub fn cfg_read(&self, vcpu: u32, sbdf: Sbdf, reg: u16, size: u32) -> GuestResult<u32> {
-        self.pio_write(vcpu, CF8_PORT, 4, 0x8000_0000 | (sbdf.to_u32() & 0xffff) << 8 | (reg as u32 & 0xfc))?;
+        self.pio_write(vcpu, CF8_PORT, 4, Self::cf8_for(sbdf, reg))?;
         self.pio_read(vcpu, CFC_PORT + (reg & 3), size)
     }
 
     /// Config write through CF8/CFC.
     pub fn cfg_write(&self, vcpu: u32, sbdf: Sbdf, reg: u16, size: u32, value: u32) -> GuestResult<()> {
-        self.pio_write(vcpu, CF8_PORT, 4, 0x8000_0000 | (sbdf.to_u32() & 0xffff) << 8 | (reg as u32 & 0xfc))?;
+        self.pio_write(vcpu, CF8_PORT, 4, Self::cf8_for(sbdf, reg))?;
         self.pio_write(vcpu, CFC_PORT + (reg & 3), size, value)
     }
 

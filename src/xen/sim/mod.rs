@@ -186,6 +186,10 @@ struct Domain {
     ram: Vec<u8>,
     lapics: Vec<Lapic>,
     cf8: u32,
+    /// Xen forwards CF8 bits 27:24 as register bits 11:8 only for an AMD guest on a host
+    /// whose northbridge has CF8 extended config enabled (MSR NB_CFG bit 46, families
+    /// 10h-16h); elsewhere they are ignored and CF8/CFC reaches only 0x00-0xff.
+    amd_cf8_ext: bool,
     msixtbl: BTreeMap<Sbdf, MsixTbl>,
     assigned: BTreeSet<Sbdf>,
     ports: BTreeMap<EvtchnPort, GuestPort>,
@@ -311,6 +315,7 @@ impl Sim {
                 ram: vec![0; ram_bytes],
                 lapics,
                 cf8: 0,
+                amd_cf8_ext: false,
                 msixtbl: BTreeMap::new(),
                 assigned: BTreeSet::new(),
                 ports: BTreeMap::new(),
@@ -318,6 +323,15 @@ impl Sim {
             },
         );
         domid
+    }
+
+    /// Let the domain's CF8/CFC accesses reach extended config space through AMD's CF8
+    /// format (bits 27:24 = register bits 11:8), as Xen does for AMD guests on hosts with
+    /// NB_CFG's CF8 extension enabled.
+    pub fn set_amd_cf8_ext(&self, domid: DomId, on: bool) {
+        if let Some(d) = self.lock().domains.get_mut(&domid) {
+            d.amd_cf8_ext = on;
+        }
     }
 
     /// Mark a domain dying (as `xl destroy` would).
