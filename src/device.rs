@@ -3,7 +3,6 @@
 //! (plans, [`MsixEffect`]s); this module applies them through the Xen boundary.
 
 use crate::bars::mapper::Mapper;
-use crate::bars::plan::Plan;
 use crate::bars::BarState;
 use crate::config_space::caps::msi as msi_cap;
 use crate::config_space::caps::msix::{
@@ -602,7 +601,7 @@ impl DeviceModel {
         if let Some(l) = self.msi.as_ref().and_then(|m| m.layout) {
             self.write_host_msi_control(l.cap_offset, false, 0);
         }
-        errors.extend(self.mapper.apply(xen, &Plan::default()));
+        errors.extend(self.mapper.teardown(xen));
         errors
     }
 }

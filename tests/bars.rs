@@ -11,7 +11,12 @@
 //!   frame outside the device's own BARs is mapped, no gfn is remapped without an unmap;
 //! - fault injection: memory_mapping (and the io-range calls) failing at every step, and
 //!   at every pair of steps, leave Xen equal to the mapper's record, and teardown leaves
-//!   nothing mapped.
+//!   nothing mapped, also when it follows the fault directly;
+//! - teardown removes everything in reverse creation order, goes on past a removal that
+//!   fails, reports it and leaves exactly what failed (a second teardown takes it);
+//! - XSA-461: a sub-page BAR sharing its page with another device's BAR is refused with an
+//!   error naming that device and `pci=resource_alignment`, accepted alone in its page; a
+//!   sub-page ROM sharing its page is hidden instead (fake sysfs trees).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,11 +27,13 @@ use proptest::test_runner::Config as ProptestConfig;
 use xenpt::bars::plan::MmioRun;
 use xenpt::config_space::caps::msix::MsixLayout;
 use xenpt::config_space::header::guest_bar_size;
-use xenpt::device::{DeviceModel, DeviceOptions};
+use xenpt::device::{DeviceError, DeviceModel, DeviceOptions};
 use xenpt::host::dump::DumpDevice;
 use xenpt::host::nvme::{EmulatedNvme, REG_VS};
+use xenpt::host::sysfs::SysfsDevice;
 use xenpt::host::{BarKind, HostDevice, HostResources};
 use xenpt::pci::Sbdf;
+use xenpt::runner::StartError;
 use xenpt::xen::abi::MEMORY_MAPPING_BATCH;
 use xenpt::xen::sim::{Op, Sim, SimXen};
 use xenpt::xen::{BufIoreq, DomId, Errno, GuestKind, IoRangeKind, Xen};
@@ -591,16 +598,17 @@ fn pba_on_its_own_page_and_32bit_and_io_bars_come_up() {
     );
     r.check();
     r.check_frames_are_own();
+    // Teardown is bring-up backwards: the traps, the ports, then the BARs last one first.
     assert_eq!(
         r.teardown(),
         [
-            untrap(0xf000_4000, PAGE),
             untrap(0xf000_6000, PAGE),
-            mm(0xf0000, b0.base / PAGE, 1, false),
-            mm(0xf0001, b1.base / PAGE, 1, false),
-            mm(0xf0005, f3 + 1, 1, false),
-            mm(0xf0007, f3 + 3, 1, false),
+            untrap(0xf000_4000, PAGE),
             pio(0xc000, 0x1020, 256, false),
+            mm(0xf0007, f3 + 3, 1, false),
+            mm(0xf0005, f3 + 1, 1, false),
+            mm(0xf0001, b1.base / PAGE, 1, false),
+            mm(0xf0000, b0.base / PAGE, 1, false),
         ]
     );
 }
@@ -768,9 +776,17 @@ fn msix_table_in_the_middle_of_bar0_leaves_mapped_ranges_around_the_hole() {
     assert!(p2m.iter().all(|&(g, _)| g != 0xe007c && g != 0xe007d));
     r.check();
     r.check_frames_are_own();
-    let ops = r.teardown();
-    assert_eq!(ops[0], untrap(0xe007_c000, 0x2000));
-    assert_eq!(ops[1..3], [mm(0xe0000, f, 124, false), mm(0xe0040, f + 0x40, 60, false)]);
+    // Backwards, and the 124-page run in two calls again.
+    assert_eq!(
+        r.teardown(),
+        [
+            untrap(0xe007_c000, 0x2000),
+            mm(0xe0100, b2.base / PAGE, 1, false),
+            mm(0xe007e, f + 0x7e, 2, false),
+            mm(0xe0000, f, 124, false),
+            mm(0xe0040, f + 0x40, 60, false),
+        ]
+    );
 }
 
 #[test]
@@ -1225,4 +1241,399 @@ fn io_range_calls_failing_at_any_step_stay_consistent() {
             recover_and_tear_down(&mut r, &what);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Teardown: reverse order, and faults during it or right before it.
+
+/// i82576 brought up, then its ROM enabled and BAR0 moved: what was made last is BAR0's
+/// new page, then the ROM; firmware's mappings are the oldest.
+fn i82576_up_rom_and_moved(r: &mut Rig) {
+    i82576_up(r);
+    r.w(ROM, 4, 0xf001_0001);
+    r.w(BAR0, 4, 0xf002_0000);
+    r.check();
+    r.ops();
+}
+
+/// The removals of [`i82576_up_rom_and_moved`]'s teardown, in order.
+fn i82576_teardown_ops(res: &HostResources) -> Vec<String> {
+    let f = |i: usize| res.bars[i].unwrap().base / PAGE;
+    let rom = res.rom.unwrap().base / PAGE;
+    vec![
+        mm(0xf0020, f(0), 1, false),
+        mm(0xf0010, rom, 16, false),
+        untrap(0xf000_6000, PAGE),
+        untrap(0xf000_4000, PAGE),
+        pio(0xc000, 0x1020, 256, false),
+        mm(0xf0007, f(3) + 3, 1, false),
+        mm(0xf0005, f(3) + 1, 1, false),
+        mm(0xf0001, f(1), 1, false),
+    ]
+}
+
+#[test]
+fn teardown_removes_everything_in_reverse_creation_order() {
+    let mut r = Rig::dump(I82576);
+    i82576_up_rom_and_moved(&mut r);
+    // Not gfn order (0xf0001 would come first) and not the kind order of a diff (ports
+    // last): the newest mapping goes first, the MSI-X traps before the pages around them.
+    let want = i82576_teardown_ops(&r.res);
+    assert_eq!(r.teardown(), want);
+}
+
+/// How the simulator prints an operation that failed with EFAULT.
+fn efault(op: &str) -> String {
+    format!("{op} -> EFAULT")
+}
+
+/// What one failed removal during teardown leaves: exactly the thing whose removal failed.
+#[derive(Debug, PartialEq)]
+struct Left {
+    p2m: Vec<(u64, u64)>,
+    traps: Vec<(u64, u64)>,
+    ports: Vec<(u32, u32, u32)>,
+}
+
+fn left(r: &Rig) -> Left {
+    Left { p2m: r.p2m(), traps: r.traps(), ports: r.sim.ioport_map(r.domid) }
+}
+
+#[test]
+fn teardown_goes_on_past_a_failed_removal_and_leaves_exactly_what_failed() {
+    let res = Rig::dump(I82576).res;
+    let clean = i82576_teardown_ops(&res);
+    let f = |i: usize| res.bars[i].unwrap().base / PAGE;
+    let rom = res.rom.unwrap().base / PAGE;
+    // (kind, n-th call of that kind during teardown, what stays behind)
+    let none = || Left { p2m: vec![], traps: vec![], ports: vec![] };
+    let cases: Vec<(&'static str, u64, Left)> = vec![
+        ("memory_mapping", 1, Left { p2m: vec![(0xf0020, f(0))], ..none() }),
+        ("memory_mapping", 2, Left { p2m: (0..16).map(|i| (0xf0010 + i, rom + i)).collect(), ..none() }),
+        ("memory_mapping", 3, Left { p2m: vec![(0xf0007, f(3) + 3)], ..none() }),
+        ("memory_mapping", 5, Left { p2m: vec![(0xf0001, f(1))], ..none() }),
+        ("unmap_io_range", 1, Left { traps: vec![(0xf000_6000, 0xf000_6fff)], ..none() }),
+        ("unmap_io_range", 2, Left { traps: vec![(0xf000_4000, 0xf000_4fff)], ..none() }),
+        ("ioport_mapping", 1, Left { ports: vec![(0xc000, 0x1020, 256)], ..none() }),
+    ];
+    for (kind, n, stays) in cases {
+        let what = format!("{kind} failing at its call {n} of the teardown");
+        let mut r = Rig::dump(I82576);
+        i82576_up_rom_and_moved(&mut r);
+        let failures = r.dm.mapper.stats.failures;
+        r.sim.fail_nth(kind, n, Errno::EFAULT);
+        let errors = r.dm.teardown(&mut r.xen);
+        // Reported: one error, naming the operation.
+        assert_eq!(errors.len(), 1, "{what}: {errors:?}");
+        assert_eq!((errors[0].op, errors[0].errno), (kind, Errno::EFAULT), "{what}");
+        assert_eq!(r.dm.mapper.stats.failures, failures + 1, "{what}");
+        // Every removal was still attempted, in the same order; only that one failed.
+        let nth = clean.iter().filter(|o| o.starts_with(kind)).nth(n as usize - 1).unwrap();
+        let want: Vec<String> = clean.iter().map(|o| if o == nth { efault(o) } else { o.clone() }).collect();
+        assert_eq!(r.ops(), want, "{what}");
+        // Exactly that is left in Xen, and the record says so.
+        assert_eq!(left(&r), stays, "{what}");
+        r.check();
+        // A second teardown retries it and leaves nothing.
+        let again = r.teardown();
+        assert_eq!(again, [nth.as_str()], "{what}: the retry");
+    }
+}
+
+#[test]
+fn a_teardown_failing_halfway_through_a_long_run_leaves_only_the_frames_not_yet_removed() {
+    // ConnectX-3: BAR0's first run is 124 frames; Xen removes 64 per call, the second call
+    // (for the last 60) fails.
+    let mut r = Rig::dump("15b3_1007_");
+    r.firmware(&[(0, 0xe000_0000), (2, 0xe010_0000)], None, MEM | MASTER);
+    r.ops();
+    let f = r.res.bars[0].unwrap().base / PAGE;
+    let b2 = r.res.bars[2].unwrap().base / PAGE;
+    r.sim.fail_nth("memory_mapping", 4, Errno::EFAULT);
+    let errors = r.dm.teardown(&mut r.xen);
+    assert_eq!(errors.iter().map(|e| e.op).collect::<Vec<_>>(), ["memory_mapping"]);
+    assert_eq!(
+        r.ops(),
+        [
+            untrap(0xe007_c000, 0x2000),
+            mm(0xe0100, b2, 1, false),
+            mm(0xe007e, f + 0x7e, 2, false),
+            mm(0xe0000, f, 124, false),
+            efault(&mm(0xe0040, f + 0x40, 60, false)),
+        ]
+    );
+    let rest = MmioRun { gfn: 0xe0040, mfn: f + 0x40, nr: 60 };
+    assert_eq!(r.p2m(), pages(&[rest]), "the 64 frames removed are gone, the 60 others stay");
+    assert_eq!(r.dm.mapper.current().mmio, [rest]);
+    assert_eq!(r.traps(), vec![]);
+    r.check();
+    assert_eq!(r.teardown(), [mm(0xe0040, f + 0x40, 60, false)]);
+}
+
+fn nvme_start(sim: &Sim) -> (SimXen, DomId, xenpt::runner::Instance) {
+    let nvme = EmulatedNvme::new(NVME_SBDF, NVME_BAR0, 16);
+    sim.add_device(Arc::new(nvme.clone()));
+    let domid = sim.create_domain(GuestKind::Hvm, 1, 1 << 20);
+    sim.assign_device(domid, NVME_SBDF).unwrap();
+    let mut xen = sim.xen();
+    let opts = DeviceOptions {
+        domid,
+        guest_sbdf: Sbdf::new(0, 0, 4, 0),
+        profile: Profile::Hvm,
+        permissive: false,
+        read_only_host: false,
+    };
+    let inst = xenpt::runner::start(&mut xen, Box::new(nvme.host()), opts).unwrap();
+    (xen, domid, inst)
+}
+
+#[test]
+fn shutdown_reports_failed_removals_and_still_destroys_the_server() {
+    let sim = Sim::default();
+    let (mut xen, domid, mut inst) = nvme_start(&sim);
+    inst.device.config_write(&mut xen, BAR0, 4, 0xf000_0000);
+    inst.device.config_write(&mut xen, BAR0 + 4, 4, 0);
+    inst.device.config_write(&mut xen, CMD, 2, MEM | MASTER);
+    assert_eq!(sim.p2m_mmio(domid).len(), 2);
+    let from = sim.op_count();
+    sim.fail_nth("unmap_io_range", 1, Errno::EFAULT);
+    sim.fail_nth("memory_mapping", 1, Errno::EFAULT);
+    let errors = xenpt::runner::shutdown(&mut xen, &mut inst);
+    let ops: Vec<_> = sim.ops()[from..].iter().map(|o| (o.to_string(), o.error.is_some())).collect();
+    // Both removals failed and both are reported; the server is destroyed all the same,
+    // which takes its ranges (the MSI-X trap) with it. The two frames stay mapped: the
+    // caller (xenpt run) logs the errors; a frame Xen would not remove cannot be forced.
+    assert_eq!(
+        errors.iter().map(|e| (e.op, e.errno)).collect::<Vec<_>>(),
+        [("unmap_io_range", Errno::EFAULT), ("memory_mapping", Errno::EFAULT)]
+    );
+    let failed: Vec<_> = ops.iter().filter(|(_, e)| *e).map(|(o, _)| o.clone()).collect();
+    assert_eq!(failed, [efault(&untrap(0xf000_2000, 0x2000)), efault(&mm(0xf0000, 0xfe000, 2, false))]);
+    let destroyed = ops.iter().position(|(o, e)| o.starts_with("destroy_ioreq_server") && !e);
+    let unmapped = ops.iter().position(|(o, _)| o.starts_with("memory_mapping"));
+    assert!(destroyed > unmapped && unmapped.is_some(), "{ops:?}");
+    assert_eq!(sim.ioreq_server_count(domid), 0);
+    assert_eq!(sim.ioreq_ranges(domid), vec![]);
+    assert_eq!(sim.p2m_mmio(domid), vec![(0xf0000, 0xfe000), (0xf0001, 0xfe001)]);
+    assert_eq!(inst.device.mapper.current().mmio, [MmioRun { gfn: 0xf0000, mfn: 0xfe000, nr: 2 }]);
+}
+
+#[test]
+fn a_fault_during_a_bar_move_then_teardown_leaves_nothing_mapped() {
+    // The unmap at the old address fails: the old frames stay (recorded), the new address
+    // is mapped anyway (no gfn in common), and teardown with no recovery in between takes
+    // both away, newest first.
+    let mut r = Rig::nvme();
+    nvme_up(&mut r, 0xf000_0000);
+    r.ops();
+    r.sim.fail_nth("memory_mapping", 1, Errno::EFAULT);
+    r.w(BAR0, 4, 0xe000_0000);
+    r.w(BAR0 + 4, 4, 0);
+    assert_eq!(
+        r.ops(),
+        [
+            untrap(0xf000_2000, 0x2000),
+            efault(&mm(0xf0000, 0xfe000, 2, false)),
+            mm(0xe0000, 0xfe000, 2, true),
+            trap(0xe000_2000, 0x2000)
+        ]
+    );
+    assert_eq!(r.p2m(), vec![(0xe0000, 0xfe000), (0xe0001, 0xfe001), (0xf0000, 0xfe000), (0xf0001, 0xfe001)]);
+    r.check();
+    assert_eq!(
+        r.teardown(),
+        [untrap(0xe000_2000, 0x2000), mm(0xe0000, 0xfe000, 2, false), mm(0xf0000, 0xfe000, 2, false)]
+    );
+
+    // Every memory_mapping and io-range call of the ConnectX-3 script failing in turn
+    // (BAR moves with decode on, one onto another BAR's old place, where a failed unmap
+    // makes the next map skip; a partial add rolled back; the ROM), each followed directly
+    // by teardown: nothing may be left.
+    let mut clean = Rig::dump("15b3_1007_");
+    cx3_script(&mut clean);
+    for kind in ["memory_mapping", "map_io_range", "unmap_io_range"] {
+        let n = clean.sim.ops().iter().filter(|o| o.kind == kind).count() as u64;
+        assert!(n >= 2, "{kind}: {n} calls");
+        for c in 1..=n {
+            eprintln!("{kind} failing at call {c}, then teardown");
+            let mut r = Rig::dump("15b3_1007_");
+            r.sim.fail_nth(kind, c, Errno::ENOMEM);
+            cx3_script(&mut r);
+            assert!(r.sim.ops().iter().any(|o| o.kind == kind && o.error.is_some()), "{kind} {c}: not hit");
+            r.teardown();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// XSA-461: a BAR smaller than a page is passed through only if no other device's BAR is
+// in its page (the guest gets the whole page).
+
+/// A fake /sys/bus/pci/devices: one directory per function with the files the sysfs
+/// backend reads (config, resource, ids).
+struct FakeSysfs(tempfile::TempDir);
+
+/// `resource` flags as Linux prints them for a 32-bit memory BAR and a ROM.
+const RES_MEM: u64 = 0x40200;
+const RES_ROM: u64 = 0x46200;
+
+impl FakeSysfs {
+    fn new() -> Self {
+        FakeSysfs(tempfile::tempdir().unwrap())
+    }
+
+    /// Write (or rewrite) a type-0 function: `lines` are (resource line, start, size,
+    /// flags); line 6 is the ROM. Its config space holds the same BARs, decode off.
+    fn put(&self, sbdf: Sbdf, class: u32, lines: &[(usize, u64, u64, u64)]) {
+        let dir = self.0.path().join(sbdf.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cfg = vec![0u8; 256];
+        cfg[0..4].copy_from_slice(&0x1e31_8086u32.to_le_bytes());
+        cfg[8..12].copy_from_slice(&(class << 8 | 0x04).to_le_bytes());
+        let mut res = vec![(0u64, 0u64, 0u64); 13];
+        for &(i, start, size, flags) in lines {
+            res[i] = (start, start + size - 1, flags);
+            let off = if i == 6 { 0x30 } else { 0x10 + 4 * i };
+            cfg[off..off + 4].copy_from_slice(&(start as u32).to_le_bytes());
+        }
+        let text: String = res.iter().map(|(s, e, f)| format!("{s:#018x} {e:#018x} {f:#018x}\n")).collect();
+        std::fs::write(dir.join("resource"), text).unwrap();
+        std::fs::write(dir.join("config"), cfg).unwrap();
+        for (name, v) in [
+            ("vendor", "0x8086".to_string()),
+            ("device", "0x1e31".to_string()),
+            ("class", format!("{class:#08x}")),
+            ("subsystem_vendor", "0x8086".to_string()),
+            ("subsystem_device", "0x2057".to_string()),
+            ("revision", "0x04".to_string()),
+            ("irq", "0".to_string()),
+        ] {
+            std::fs::write(dir.join(name), format!("{v}\n")).unwrap();
+        }
+    }
+
+    fn open(&self, sbdf: Sbdf) -> SysfsDevice {
+        SysfsDevice::open_at(self.0.path(), sbdf, true).unwrap()
+    }
+}
+
+const EHCI: Sbdf = Sbdf::new(0, 0, 0x1a, 0);
+const SMBUS: Sbdf = Sbdf::new(0, 0, 0x1f, 3);
+const NIC: Sbdf = Sbdf::new(0, 0, 0x19, 0);
+const EHCI_BAR: u64 = 0xf7e1_b000;
+
+/// A PCH-like machine: an EHCI controller with a 1 KiB BAR0, an SMBus controller with a
+/// 256-byte BAR0 at `smbus`, and a NIC with a 128 KiB BAR0 elsewhere.
+fn pch(smbus: u64) -> FakeSysfs {
+    let fs = FakeSysfs::new();
+    fs.put(EHCI, 0x0c0320, &[(0, EHCI_BAR, 0x400, RES_MEM)]);
+    fs.put(SMBUS, 0x0c0500, &[(0, smbus, 0x100, RES_MEM)]);
+    fs.put(NIC, 0x020000, &[(0, 0xf7d0_0000, 0x2_0000, RES_MEM)]);
+    fs
+}
+
+fn hvm_opts(domid: DomId) -> DeviceOptions {
+    DeviceOptions {
+        domid,
+        guest_sbdf: Sbdf::new(0, 0, 4, 0),
+        profile: Profile::Hvm,
+        permissive: false,
+        read_only_host: false,
+    }
+}
+
+#[test]
+fn a_sub_page_bar_sharing_its_page_with_another_device_is_refused_naming_it() {
+    let fs = pch(EHCI_BAR + 0x800);
+    let sim = Sim::default();
+    let domid = sim.create_domain(GuestKind::Hvm, 1, 1 << 20);
+    let mut xen = sim.xen();
+    let e = match xenpt::runner::start(&mut xen, Box::new(fs.open(EHCI)), hvm_opts(domid)) {
+        Err(StartError::Device(e)) => e,
+        Err(e) => panic!("refused for the wrong reason: {e}"),
+        Ok(_) => panic!("a BAR sharing its page with another device was accepted"),
+    };
+    assert!(matches!(e, DeviceError::SharedPage { sbdf: EHCI, bar: 0, base: EHCI_BAR, size: 0x400, .. }), "{e:?}");
+    let msg = e.to_string();
+    // Names the neighbour (not the NIC, which is in other pages), XSA-461 and the remedy.
+    assert!(msg.contains("0000:00:1f.3"), "{msg}");
+    assert!(!msg.contains("0000:00:19.0"), "{msg}");
+    assert!(msg.contains("XSA-461"), "{msg}");
+    assert!(msg.contains("pci=resource_alignment=0000:00:1a.0"), "{msg}");
+    // Nothing was left behind: the ioreq server created before the check is destroyed
+    // and nothing was mapped.
+    assert_eq!(sim.ioreq_server_count(domid), 0);
+    assert_eq!(sim.p2m_mmio(domid), vec![]);
+
+    // The neighbour, in the second half of the page, is refused before any page check:
+    // a BAR not at the start of its page cannot appear at the start of the guest's.
+    let e = DeviceModel::new(Box::new(fs.open(SMBUS)), 0, hvm_opts(domid)).err().unwrap();
+    assert!(matches!(e, DeviceError::UnalignedBar { sbdf: SMBUS, bar: 0, .. }), "{e:?}");
+    assert!(e.to_string().contains("pci=resource_alignment=0000:00:1f.3"), "{e}");
+}
+
+#[test]
+fn the_same_sub_page_bar_alone_in_its_page_is_accepted_and_maps_that_one_page() {
+    // The SMBus BAR moved to the next page, and two more neighbours touching the EHCI
+    // page from either side (ending at its first byte, starting right after its last):
+    // none of them is in the page.
+    let fs = pch(EHCI_BAR + PAGE);
+    fs.put(Sbdf::new(0, 0, 0x1b, 0), 0x040300, &[(0, EHCI_BAR - 0x100, 0x100, RES_MEM)]);
+    fs.put(Sbdf::new(0, 0, 0x1d, 0), 0x0c0320, &[(0, EHCI_BAR + 0x2000, 0x400, RES_MEM)]);
+    let sim = Sim::default();
+    let domid = sim.create_domain(GuestKind::Hvm, 1, 1 << 20);
+    let mut xen = sim.xen();
+    xen.iomem_permission(domid, EHCI_BAR / PAGE, 1, true).unwrap();
+    let mut r = Rig::build(sim, xen, domid, Box::new(fs.open(EHCI)), None);
+    // The guest sees a 4 KiB BAR (a page is the unit Xen maps) and gets exactly the
+    // device's page.
+    r.firmware(&[(0, 0xe000_0000)], None, MEM | MASTER);
+    assert_eq!(r.ops(), [mm(0xe0000, EHCI_BAR / PAGE, 1, true)]);
+    assert_eq!(r.p2m(), vec![(0xe0000, EHCI_BAR / PAGE)]);
+    r.check();
+    r.check_frames_are_own();
+    assert_eq!(r.teardown(), [mm(0xe0000, EHCI_BAR / PAGE, 1, false)]);
+
+    // And back in the same page as the EHCI BAR, the SMBus BAR makes it refused again.
+    fs.put(SMBUS, 0x0c0500, &[(0, EHCI_BAR + 0xf00, 0x100, RES_MEM)]);
+    let e = DeviceModel::new(Box::new(fs.open(EHCI)), 0, hvm_opts(domid)).err().unwrap();
+    assert!(e.to_string().contains("0000:00:1f.3"), "{e}");
+}
+
+#[test]
+fn a_sub_page_rom_sharing_its_page_is_hidden_from_the_guest_not_fatal() {
+    // A NIC with a full-page BAR0 and a 2 KiB ROM; the SMBus BAR in the ROM's page.
+    const ROM_BASE: u64 = 0xf7e2_0000;
+    let fs = FakeSysfs::new();
+    let nic = |fs: &FakeSysfs| fs.put(NIC, 0x020000, &[(0, 0xf7e1_0000, PAGE, RES_MEM), (6, ROM_BASE, 0x800, RES_ROM)]);
+    nic(&fs);
+    fs.put(SMBUS, 0x0c0500, &[(0, ROM_BASE + 0x800, 0x100, RES_MEM)]);
+    let sim = Sim::default();
+    let domid = sim.create_domain(GuestKind::Hvm, 1, 1 << 20);
+    let mut xen = sim.xen();
+    xen.iomem_permission(domid, 0xf7e10, 1, true).unwrap();
+    xen.iomem_permission(domid, ROM_BASE / PAGE, 1, true).unwrap();
+    let mut r = Rig::build(sim.clone(), xen, domid, Box::new(fs.open(NIC)), None);
+    assert_eq!(r.dm.resources.rom, None, "the ROM is dropped");
+    assert!(r.dm.resources.bars[0].is_some(), "the device itself is passed through");
+    // The guest sees no ROM: sizing reads 0, enabling maps nothing.
+    r.w(ROM, 4, 0xffff_f800);
+    assert_eq!(r.r(ROM, 4), 0);
+    r.firmware(&[(0, 0xe000_0000)], None, MEM | MASTER);
+    r.w(ROM, 4, 0xe010_0001);
+    assert_eq!(r.ops(), [mm(0xe0000, 0xf7e10, 1, true)], "BAR0 only");
+    r.teardown();
+
+    // With the SMBus BAR elsewhere the ROM is offered (4 KiB to the guest) and maps its
+    // page when enabled.
+    fs.put(SMBUS, 0x0c0500, &[(0, 0xf7e3_0000, 0x100, RES_MEM)]);
+    let xen = sim.xen();
+    let mut r = Rig::build(sim, xen, domid, Box::new(fs.open(NIC)), None);
+    assert_eq!(r.dm.resources.rom.map(|b| (b.base, b.size)), Some((ROM_BASE, 0x800)));
+    r.firmware(&[(0, 0xe000_0000)], Some(0xe010_0000), MEM | MASTER);
+    r.ops();
+    r.w(ROM, 4, 0xe010_0001);
+    assert_eq!(r.ops(), [mm(0xe0100, ROM_BASE / PAGE, 1, true)]);
+    r.check();
+    r.teardown();
 }

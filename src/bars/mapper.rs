@@ -1,7 +1,9 @@
 //! Applies [`MapOp`]s through the Xen boundary, keeping an exact record of what Xen has
-//! mapped: only successful operations change it, so the record never lies.
+//! mapped: only successful operations change it, so the record never lies. The record also
+//! keeps the order things were made in, so that [`Mapper::teardown`] removes them in
+//! reverse.
 
-use super::plan::{diff, MapOp, MmioRun, Plan};
+use super::plan::{diff, MapOp, MmioRun, Plan, PortRun, Trap};
 use crate::xen::{DomId, IoRange, IoservId, Xen, XenError};
 
 /// Hypercall counters for the console and the budgets.
@@ -17,16 +19,56 @@ pub struct MapStats {
 /// The error for a mapping skipped because its gfns are still mapped elsewhere.
 const STILL_MAPPED: &str = "memory_mapping (skipped: a gfn is still mapped after a failed unmap)";
 
+/// One thing the mapper made in Xen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Made {
+    Mmio(MmioRun),
+    Pio(PortRun),
+    Trap(Trap),
+}
+
 pub struct Mapper {
     domid: DomId,
     server: IoservId,
     current: Plan,
+    /// Exactly what `current` holds, in the order it was made. A run partly removed keeps
+    /// its place (its remaining pieces take it).
+    made: Vec<Made>,
     pub stats: MapStats,
 }
 
 impl Mapper {
     pub fn new(domid: DomId, server: IoservId) -> Self {
-        Mapper { domid, server, current: Plan::default(), stats: MapStats::default() }
+        Mapper { domid, server, current: Plan::default(), made: Vec::new(), stats: MapStats::default() }
+    }
+
+    fn record(&mut self, m: Made) {
+        match m {
+            Made::Mmio(r) => self.current.mmio.push(r),
+            Made::Pio(p) => self.current.pio.push(p),
+            Made::Trap(t) => self.current.traps.push(t),
+        }
+        self.made.push(m);
+    }
+
+    fn forget_mmio(&mut self, r: MmioRun) {
+        remove_mmio(&mut self.current.mmio, r);
+        let made = std::mem::take(&mut self.made);
+        for m in made {
+            match m {
+                Made::Mmio(x) => self.made.extend(cut(x, r).into_iter().map(Made::Mmio)),
+                other => self.made.push(other),
+            }
+        }
+    }
+
+    fn forget(&mut self, m: Made) {
+        match m {
+            Made::Mmio(r) => return self.forget_mmio(r),
+            Made::Pio(p) => self.current.pio.retain(|x| *x != p),
+            Made::Trap(t) => self.current.traps.retain(|x| *x != t),
+        }
+        self.made.retain(|x| *x != m);
     }
 
     pub fn current(&self) -> &Plan {
@@ -49,15 +91,15 @@ impl Mapper {
                         // Recorded first: whatever the removal fails to take back stays
                         // known (and is retried at the next apply or teardown).
                         let undo = MmioRun { nr: done, ..r };
-                        self.current.mmio.push(undo);
+                        self.record(Made::Mmio(undo));
                         if self.memory_mapping(xen, undo, false).is_ok() {
-                            remove_mmio(&mut self.current.mmio, undo);
+                            self.forget_mmio(undo);
                         }
                     }
                     if !add && done > 0 {
                         // Those frames are gone from Xen: forget them, so the record stays
                         // exact and nothing is unmapped twice.
-                        remove_mmio(&mut self.current.mmio, MmioRun { nr: done, ..r });
+                        self.forget_mmio(MmioRun { nr: done, ..r });
                     }
                     return Err(e);
                 }
@@ -71,67 +113,96 @@ impl Mapper {
     pub fn apply(&mut self, xen: &mut dyn Xen, want: &Plan) -> Vec<XenError> {
         let mut errors = Vec::new();
         for op in diff(&self.current, want) {
-            let res = match op {
-                MapOp::UnmapMmio(r) => {
-                    self.memory_mapping(xen, r, false).map(|_| remove_mmio(&mut self.current.mmio, r))
-                }
-                // A gfn an earlier unmap failed to free is still mapped to another frame:
-                // mapping over it would crash the guest. Skipped, and retried at the next
-                // apply, which retries that unmap first.
-                MapOp::MapMmio(r) if self.current.mmio.iter().any(|o| o.gfn < r.gfn + r.nr && r.gfn < o.gfn + o.nr) => {
-                    Err(XenError::new(STILL_MAPPED, self.domid, crate::xen::Errno::EBUSY))
-                }
-                MapOp::MapMmio(r) => self.memory_mapping(xen, r, true).map(|_| self.current.mmio.push(r)),
-                MapOp::UnmapPio(p) => {
-                    self.stats.ioport_mapping_calls += 1;
-                    xen.ioport_mapping(self.domid, p.gport, p.mport, p.nr, false)
-                        .map(|_| self.current.pio.retain(|x| *x != p))
-                }
-                MapOp::MapPio(p) => {
-                    self.stats.ioport_mapping_calls += 1;
-                    xen.ioport_mapping(self.domid, p.gport, p.mport, p.nr, true).map(|_| self.current.pio.push(p))
-                }
-                MapOp::Untrap(t) => {
-                    self.stats.trap_calls += 1;
-                    xen.unmap_io_range(self.domid, self.server, IoRange::memory(t.start, t.len))
-                        .map(|_| self.current.traps.retain(|x| *x != t))
-                }
-                MapOp::Trap(t) => {
-                    self.stats.trap_calls += 1;
-                    xen.map_io_range(self.domid, self.server, IoRange::memory(t.start, t.len))
-                        .map(|_| self.current.traps.push(t))
-                }
-            };
-            if let Err(e) = res {
+            if let Err(e) = self.run(xen, op) {
                 self.stats.failures += 1;
                 errors.push(e);
             }
         }
+        self.sort();
+        errors
+    }
+
+    /// Remove everything, last made first: the reverse of bring-up (the MSI-X traps before
+    /// the mappings they sit in, a ROM enabled or a BAR moved later before what firmware
+    /// mapped at decode-on). Every removal is attempted whatever failed before it; what
+    /// fails stays recorded (and mapped in Xen: a later apply or teardown retries it) and
+    /// its error is returned. A run is removed in one sequence of calls, lowest gfn first.
+    pub fn teardown(&mut self, xen: &mut dyn Xen) -> Vec<XenError> {
+        let mut errors = Vec::new();
+        for m in self.made.clone().into_iter().rev() {
+            let op = match m {
+                Made::Mmio(r) => MapOp::UnmapMmio(r),
+                Made::Pio(p) => MapOp::UnmapPio(p),
+                Made::Trap(t) => MapOp::Untrap(t),
+            };
+            if let Err(e) = self.run(xen, op) {
+                self.stats.failures += 1;
+                errors.push(e);
+            }
+        }
+        self.sort();
+        errors
+    }
+
+    /// One operation, with the record updated on success (and on partial success).
+    fn run(&mut self, xen: &mut dyn Xen, op: MapOp) -> Result<(), XenError> {
+        match op {
+            MapOp::UnmapMmio(r) => self.memory_mapping(xen, r, false).map(|_| self.forget_mmio(r)),
+            // A gfn an earlier unmap failed to free is still mapped to another frame:
+            // mapping over it would crash the guest. Skipped, and retried at the next
+            // apply, which retries that unmap first.
+            MapOp::MapMmio(r) if self.current.mmio.iter().any(|o| o.gfn < r.gfn + r.nr && r.gfn < o.gfn + o.nr) => {
+                Err(XenError::new(STILL_MAPPED, self.domid, crate::xen::Errno::EBUSY))
+            }
+            MapOp::MapMmio(r) => self.memory_mapping(xen, r, true).map(|_| self.record(Made::Mmio(r))),
+            MapOp::UnmapPio(p) => {
+                self.stats.ioport_mapping_calls += 1;
+                xen.ioport_mapping(self.domid, p.gport, p.mport, p.nr, false).map(|_| self.forget(Made::Pio(p)))
+            }
+            MapOp::MapPio(p) => {
+                self.stats.ioport_mapping_calls += 1;
+                xen.ioport_mapping(self.domid, p.gport, p.mport, p.nr, true).map(|_| self.record(Made::Pio(p)))
+            }
+            MapOp::Untrap(t) => {
+                self.stats.trap_calls += 1;
+                xen.unmap_io_range(self.domid, self.server, IoRange::memory(t.start, t.len))
+                    .map(|_| self.forget(Made::Trap(t)))
+            }
+            MapOp::Trap(t) => {
+                self.stats.trap_calls += 1;
+                xen.map_io_range(self.domid, self.server, IoRange::memory(t.start, t.len))
+                    .map(|_| self.record(Made::Trap(t)))
+            }
+        }
+    }
+
+    fn sort(&mut self) {
         self.current.mmio.sort();
         self.current.pio.sort();
         self.current.traps.sort();
-        errors
     }
+}
+
+/// What is left of `x` once the frames of `r` are removed (none, one or two pieces).
+fn cut(x: MmioRun, r: MmioRun) -> Vec<MmioRun> {
+    let (s, e) = (x.gfn, x.gfn + x.nr);
+    let (rs, re) = (r.gfn, r.gfn + r.nr);
+    if re <= s || rs >= e {
+        return vec![x];
+    }
+    let mut out = Vec::new();
+    if s < rs {
+        out.push(MmioRun { gfn: s, mfn: x.mfn, nr: rs - s });
+    }
+    if re < e {
+        out.push(MmioRun { gfn: re, mfn: x.mfn + (re - s), nr: e - re });
+    }
+    out
 }
 
 /// Remove the frames of `r` from a run list (splitting runs as needed).
 fn remove_mmio(runs: &mut Vec<MmioRun>, r: MmioRun) {
-    let mut out = Vec::new();
-    for x in runs.drain(..) {
-        let (s, e) = (x.gfn, x.gfn + x.nr);
-        let (rs, re) = (r.gfn, r.gfn + r.nr);
-        if re <= s || rs >= e {
-            out.push(x);
-            continue;
-        }
-        if s < rs {
-            out.push(MmioRun { gfn: s, mfn: x.mfn, nr: rs - s });
-        }
-        if re < e {
-            out.push(MmioRun { gfn: re, mfn: x.mfn + (re - s), nr: e - re });
-        }
-    }
-    *runs = out;
+    *runs = runs.drain(..).flat_map(|x| cut(x, r)).collect();
 }
 
 #[cfg(test)]
@@ -155,5 +226,37 @@ mod tests {
         assert_eq!(m.stats.failures, 1, "one failed operation, counted once");
         assert!(m.current().mmio.is_empty());
         assert!(sim.p2m_mmio(d).is_empty(), "rolled back");
+    }
+
+    #[test]
+    fn a_run_partly_removed_keeps_its_place_in_the_teardown_order() {
+        let sim = Sim::default();
+        let d = sim.create_domain(GuestKind::Hvm, 1, 4096);
+        let mut x = sim.xen();
+        x.iomem_permission(d, 0x100, 0x200, true).unwrap();
+        let mut m = Mapper::new(d, 0);
+        let a = MmioRun { gfn: 0x8000, mfn: 0x100, nr: 100 };
+        let b = MmioRun { gfn: 0x7000, mfn: 0x200, nr: 1 };
+        assert!(m.apply(&mut x, &Plan { mmio: vec![a], ..Default::default() }).is_empty());
+        assert!(m.apply(&mut x, &Plan { mmio: vec![a, b], ..Default::default() }).is_empty());
+        // The first 16 frames of `a` go; what is left of it is still older than `b`.
+        let a2 = MmioRun { gfn: 0x8010, mfn: 0x110, nr: 84 };
+        assert!(m.apply(&mut x, &Plan { mmio: vec![a2, b], ..Default::default() }).is_empty());
+        assert_eq!(m.current().mmio, [b, a2], "the record is sorted");
+        let from = sim.op_count();
+        assert!(m.teardown(&mut x).is_empty());
+        let ops: Vec<String> = sim.ops()[from..].iter().map(|o| o.detail.clone()).collect();
+        assert_eq!(
+            ops,
+            [
+                "gfn 0x7000 mfn 0x200 nr 1 remove",
+                "gfn 0x8010 mfn 0x110 nr 84 remove",
+                "gfn 0x8050 mfn 0x150 nr 20 remove"
+            ],
+            "newest first, not lowest gfn first"
+        );
+        assert!(sim.p2m_mmio(d).is_empty());
+        assert_eq!(m.current(), &Plan::default());
+        assert!(m.made.is_empty());
     }
 }

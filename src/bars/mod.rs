@@ -21,7 +21,26 @@ use crate::host::{BarKind, HostBar, HostResources};
 use crate::pci::*;
 use plan::{MemBarInput, Plan, PortRun};
 
-/// Guest physical addresses at or above this are refused (the guest's address width).
+/// Guest physical addresses at or above this are refused: a BAR committed across it maps
+/// nothing (issue 4: "beyond the guest's physical address width").
+///
+/// A fixed 2^46 (64 TiB), not the guest's own width, because xenpt has no trustworthy
+/// per-guest value: [`crate::xen::DomainInfo`] carries none. `XEN_DOMCTL_getdomaininfo`
+/// has a `gpaddr_bits` byte only since Xen 4.16 (the 8 bytes that moved `emulation_flags`
+/// from offset 96 to 104), and on x86 it is the host-wide `hap_paddr_bits` (what a HAP p2m
+/// can address), not the guest's MAXPHYADDR, which lives in the domain's CPUID policy
+/// behind another unstable domctl (`XEN_DOMCTL_get_cpu_policy`) that xenpt keeps out of
+/// its ABI surface.
+///
+/// The bound is a sanity limit, not what keeps the guest safe: whatever Xen does with a
+/// gfn beyond the guest's real width (refuse the `memory_mapping`, which the mapper reports
+/// and leaves the BAR unmapped, or map a frame the guest cannot reach), only the device's
+/// own frames are ever mapped. So the costs are lopsided: too high costs one failed or
+/// useless hypercall, too low breaks a guest that put a BAR legitimately above it. 46 bits
+/// is the physical width of common x86 server CPUs, below the 48 bits a 4-level EPT/NPT
+/// p2m holds, and far above where guest firmware (hvmloader, OVMF) puts 64-bit BARs (just
+/// above the guest's RAM). Reading `gpaddr_bits` where Xen has it and taking the smaller
+/// of the two would be the refinement.
 pub const GUEST_ADDR_LIMIT: u64 = 1 << 46;
 /// The x86 window below 4 GiB that a BAR must never cover (IO-APIC at 0xFEC0_0000, LAPIC at
 /// 0xFEE0_0000, HPET, the BIOS): mapping over it would shadow the guest's interrupt hardware.

@@ -355,3 +355,64 @@ fn pm_power_state_is_virtual() {
     assert_eq!(nvme.host_config(pmcsr as u16, 2) & 3, 0, "the device stays in D0");
     assert_ne!(dm.config_read(pmcsr, 2) & 8, 0, "No_Soft_Reset reads 1");
 }
+
+/// Every dword of the emulated NVMe's config space, in both profiles: which bits are
+/// emulated, guest-writable and W1C, as the header table (header.rs), the capability
+/// files and the extended table (ext.rs) decide. A row is (offset, emulated, writable,
+/// W1C, what); dwords not listed are hidden or outside every capability (asserted below).
+const NVME_POLICY: [(u16, u32, u32, u32, &str); 33] = [
+    (0x00, !0, 0, 0, "vendor/device: emulated from sysfs, read-only"),
+    // Command: IO/MEM decode, parity, SERR, INTx-disable and reserved bits emulated; bus
+    // master writable and passed through; IO decode not writable (no I/O BAR). Status:
+    // reserved bits and Capabilities List emulated, error bits W1C passed through.
+    (0x04, 0x0017_fd43, 0x0000_0546, 0xf900_0000, "command/status"),
+    (0x08, !0, 0, 0, "class/revision"),
+    (0x0c, !0, 0x0000_ffff, 0, "cache line, latency scratch; header type, BIST read-only"),
+    (0x10, !0, 0xffff_c000, 0, "BAR0 low: 16 KiB, 64-bit memory"),
+    (0x14, !0, !0, 0, "BAR0 high"),
+    (0x18, !0, 0, 0, "unused BAR"),
+    (0x1c, !0, 0, 0, "unused BAR"),
+    (0x20, !0, 0, 0, "unused BAR"),
+    (0x24, !0, 0, 0, "unused BAR"),
+    (0x28, !0, 0, 0, "CardBus CIS"),
+    (0x2c, !0, 0, 0, "subsystem IDs"),
+    (0x30, !0, 0, 0, "no ROM"),
+    (0x34, !0, 0, 0, "capabilities pointer"),
+    (0x38, !0, 0, 0, "reserved"),
+    (0x3c, !0, 0x0000_00ff, 0, "interrupt line scratch; pin, min gnt, max lat read-only"),
+    (0x40, !0, 0, 0, "PCIe header and capabilities"),
+    (0x44, !0, 0, 0, "PCIe DevCap: emulated (FLR hidden)"),
+    (0x48, 0x0000_ffff, 0x0000_7fff, 0x000f_0000, "DevCtl virtual; DevSta errors W1C to the host"),
+    (0x4c, 0, 0, 0, "LnkCap: host, read-only"),
+    (0x50, 0x0000_ffff, 0x0000_0fc3, 0, "LnkCtl virtual; LnkSta host"),
+    (0x64, 0, 0, 0, "DevCap2: host, read-only"),
+    (0x68, 0x0000_ffff, 0x0000_ffff, 0, "DevCtl2 virtual"),
+    (0x6c, 0, 0, 0, "LnkCap2: host, read-only"),
+    (0x70, 0x0000_ffff, 0x0000_ffff, 0, "LnkCtl2 virtual"),
+    (0x80, !0, 0, 0, "PM header and PMC"),
+    (0x84, !0, 0x0000_0103, 0x0000_8000, "PMCSR: power state and PME enable virtual, PME status W1C"),
+    (0x90, !0, 0x0071_0000, 0, "MSI control: enable and multiple message enable"),
+    (0x94, !0, 0xffff_fffc, 0, "MSI address"),
+    (0x9c, !0, 0x0000_ffff, 0, "MSI data"),
+    (0xa4, 0, 0, 0, "MSI pending: host"),
+    (0xb0, !0, 0xc000_0000, 0, "MSI-X control: enable and function mask"),
+    (0x108, !0, 0x07ff_f030, 0, "AER uncorrectable mask: emulated copy"),
+];
+
+#[test]
+fn every_nvme_register_has_its_policy_in_each_profile() {
+    for profile in [Profile::Hvm, Profile::Pvh] {
+        let (_nvme, dm) = nvme_device(profile);
+        for (off, emu, wr, w1c, what) in NVME_POLICY {
+            let (_, e, w, c) = dm.cfg.masks(off);
+            assert_eq!((e, w, c), (emu, wr, w1c), "{profile:?} {off:#05x} {what}");
+        }
+        // The only profile difference in the header: the interrupt pin.
+        let pin = dm.cfg.emulated(INTERRUPT_PIN_OFFSET, 1);
+        assert_eq!(pin, if profile == Profile::Hvm { 1 } else { 0 }, "{profile:?} interrupt pin");
+        // The hidden PCIe slot/root registers read 0 and take no write.
+        for off in (0x54..0x64).step_by(4) {
+            assert_eq!(dm.cfg.masks(off), (0, !0, 0, 0), "{profile:?} {off:#x} hidden");
+        }
+    }
+}

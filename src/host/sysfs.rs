@@ -328,4 +328,78 @@ mod tests {
         let e = parse_resource(Sbdf::new(0, 2, 3, 0), "0x0 0x1\n").unwrap_err();
         assert!(e.to_string().contains("0000:02:03.0"), "{e}");
     }
+
+    /// A line of `resource`: (index, start, size, flags).
+    type Line = (usize, u64, u64, u64);
+
+    /// A fake devices directory: each function gets a `resource` and an empty 256-byte
+    /// `config`.
+    fn tree(devs: &[(Sbdf, &[Line])]) -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        for (sbdf, lines) in devs {
+            let dir = t.path().join(sbdf.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut res = vec![(0u64, 0u64, 0u64); 13];
+            for &(i, start, size, flags) in lines.iter() {
+                res[i] = (start, start + size - 1, flags);
+            }
+            let text: String = res.iter().map(|(s, e, f)| format!("{s:#018x} {e:#018x} {f:#018x}\n")).collect();
+            std::fs::write(dir.join("resource"), text).unwrap();
+            std::fs::write(dir.join("config"), [0u8; 256]).unwrap();
+        }
+        t
+    }
+
+    const MEM: u64 = IORESOURCE_MEM;
+    const MEM64: u64 = IORESOURCE_MEM | IORESOURCE_MEM_64 | IORESOURCE_PREFETCH;
+    const ROM: u64 = IORESOURCE_MEM | IORESOURCE_PREFETCH;
+
+    #[test]
+    fn page_sharers_are_the_functions_with_a_memory_bar_or_rom_in_the_page() {
+        let me = Sbdf::new(0, 0, 0x1a, 0);
+        let page = 0x1_2345_6000u64;
+        let d = |dev| Sbdf::new(0, 5, dev, 0);
+        let t = tree(&[
+            (me, &[(0, page, 0x400, MEM64)]),
+            (d(1), &[(2, page + 0x800, 0x100, MEM64)]), // a BAR in the page
+            (d(2), &[(6, page + 0xc00, 0x400, ROM)]),   // a ROM in the page
+            (d(3), &[(0, page - 0x100, 0x100, MEM)]),   // ends where the page begins
+            (d(4), &[(0, page + 0x1000, 0x100, MEM)]),  // starts where the page ends
+            (d(5), &[(0, page + 0x400, 0x20, IORESOURCE_IO)]), // ports, not memory
+            (d(6), &[(1, page + 0x200, 0x80, MEM), (3, 0xfe00_0000, 0x1000, MEM)]), // BAR1 in it
+        ]);
+        // Not functions, or unreadable: skipped.
+        std::fs::create_dir(t.path().join("not-a-device")).unwrap();
+        std::fs::create_dir(t.path().join("0000:05:07.0")).unwrap();
+        std::fs::write(t.path().join("0000:05:08.0"), "").unwrap();
+        let dev = SysfsDevice::open_at(t.path(), me, false).unwrap();
+        let bar = dev.resources().unwrap().bars[0].unwrap();
+        let mut got = dev.page_sharers(&bar).unwrap();
+        got.sort();
+        assert_eq!(got, [d(1), d(2), d(6)]);
+        // From another function's point of view this one shares the page too.
+        let other = SysfsDevice::open_at(t.path(), d(1), false).unwrap();
+        let bar = other.resources().unwrap().bars[2].unwrap();
+        let mut got = other.page_sharers(&bar).unwrap();
+        got.sort();
+        assert_eq!(got, [me, d(2), d(6)]);
+    }
+
+    #[test]
+    fn another_bar_of_the_same_function_in_the_page_counts_but_the_bar_itself_does_not() {
+        // Two sub-page BARs of one function in one page: mapping BAR0's page would also
+        // map BAR2's registers at an address the guest never gave BAR2 (which may hold
+        // the MSI-X table that must stay trapped), so the function itself is named.
+        let me = Sbdf::new(0, 3, 0, 0);
+        let t = tree(&[(me, &[(0, 0xfe10_0000, 0x800, MEM), (2, 0xfe10_0800, 0x800, MEM)])]);
+        let dev = SysfsDevice::open_at(t.path(), me, false).unwrap();
+        let res = dev.resources().unwrap();
+        assert_eq!(dev.page_sharers(&res.bars[0].unwrap()).unwrap(), [me]);
+        // Alone in its page: nobody, not even the BAR itself.
+        let t = tree(&[(me, &[(0, 0xfe10_0000, 0x800, MEM), (2, 0xfe10_1000, 0x800, MEM)])]);
+        let dev = SysfsDevice::open_at(t.path(), me, false).unwrap();
+        let res = dev.resources().unwrap();
+        assert_eq!(dev.page_sharers(&res.bars[0].unwrap()).unwrap(), Vec::<Sbdf>::new());
+        assert_eq!(dev.page_sharers(&res.bars[2].unwrap()).unwrap(), Vec::<Sbdf>::new());
+    }
 }
