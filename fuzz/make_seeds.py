@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Write the seed corpus of the config_space fuzz target (fuzz/corpus/config_space/seed-*).
 
-Input layout (see README.md): device byte, flags byte (bit 0 PVH, bits 1-3 patch count),
-patches (offset, value), then 7-byte access records [op, o1, o2, v0, v1, v2, v3].
+Input layout (see README.md): device byte, flags byte (bit 0 PVH, bits 1-3 patch count,
+bits 4-7 the 256-byte page the patches land in), patches (offset in that page, value), then
+7-byte access records [op, o1, o2, v0, v1, v2, v3].
 Device indices are positions in the sorted list of usable corpus devices (252 today).
 """
 import os
@@ -20,8 +21,8 @@ def r(off, size, mode=0):
     return bytes([mode << 3 | SIZE[size], off & 0xff, (off >> 8) & 0xff, 0, 0, 0, 0])
 
 
-def seed(dev, pvh=False, patches=(), ops=()):
-    head = bytes([dev, (1 if pvh else 0) | len(patches) << 1])
+def seed(dev, pvh=False, patches=(), ops=(), page=0):
+    head = bytes([dev, (1 if pvh else 0) | len(patches) << 1 | page << 4])
     return head + b"".join(bytes(p) for p in patches) + b"".join(ops)
 
 
@@ -50,6 +51,13 @@ seeds = {
     # 82576 with an MSI-X BIR of 7 (malformed): hidden, never enabled on the host.
     "seed-82576-bad-bir": seed(I82576, patches=[(0x74, 0x07)], ops=[
         w(0x72, 2, 0x8000), r(0x70, 4), w(0x52, 2, 0x0001), w(0x54, 4, 0xFEE00000),
+    ]),
+    # 82576 (4 KiB dump: AER, DSN, ARI, SR-IOV) with its extended chain looping back to
+    # 0x100: cut at the loop, the guest chain stays well formed; writes all over it.
+    "seed-82576-ext-loop": seed(I82576, page=1, patches=[(0x02, 0x01), (0x03, 0x10)], ops=[
+        r(0x100, 4, mode=2), w(0x100, 4, 0xFFFFFFFF, mode=2), w(0x108, 4, 0xFFFFFFFF, mode=2),
+        w(0x104, 4, 0xFFFFFFFF, mode=2), r(0x140, 4, mode=2), w(0x160, 4, 0xFFFFFFFF, mode=2),
+        w(0x168, 2, 0xFFFF, mode=2), r(0x1FC, 4, mode=2),
     ]),
 }
 

@@ -415,8 +415,13 @@ pub fn run_fuzz_input(texts: &[&str], data: &[u8]) -> Result<Option<Stats>, Stri
         // A corrupted host: loops, pointers into the header, capabilities running off the
         // end, odd BARs. xenpt must cope (or refuse the device), never panic.
         let (sbdf, desc, mut bytes) = parse_dump(text).map_err(|e| format!("dump: {e}"))?;
+        // The high nibble of the flags picks the 256-byte page the patches land in, so
+        // extended chains (0x100..0xfff of 4 KiB dumps) get corrupted too; page 0 is the
+        // conventional space, as the first seeds were written.
+        let page = (flags >> 4) as usize * 0x100;
         for p in patch.chunks(2) {
-            bytes[p[0] as usize] = p[1];
+            let at = (page + p[0] as usize) % bytes.len();
+            bytes[at] = p[1];
         }
         DumpDevice::from_text(&format_dump(sbdf, &desc, &bytes))
     }
