@@ -214,6 +214,13 @@ impl DeviceModel {
         self.cfg.snapshot(&*self.host)
     }
 
+    /// The multifunction bit of the header type the guest reads (bit 7 of 0x0e): set on
+    /// function 0 of a guest slot whose other functions other xenpt processes serve.
+    pub fn set_multifunction(&mut self, on: bool) {
+        let ht = self.cfg.emulated(HEADER_TYPE_OFFSET, 1) & !(HEADER_TYPE_MULTIFUNCTION_BIT as u32);
+        self.cfg.set(HEADER_TYPE_OFFSET, 1, ht | if on { HEADER_TYPE_MULTIFUNCTION_BIT as u32 } else { 0 });
+    }
+
     pub fn config_read(&mut self, reg: u32, size: u32) -> u32 {
         self.cfg.read(&*self.host, reg, size)
     }

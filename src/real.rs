@@ -26,6 +26,14 @@ pub struct RunArgs {
     /// Device number the guest sees the function at, on bus 0 (pick a slot QEMU does not use).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=31))]
     pub guest_slot: u8,
+    /// Function number at that slot (0-7). Functions 1-7 are only found by a guest whose
+    /// function 0 at the same slot says multifunction (see --multifunction).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=7))]
+    pub guest_function: u8,
+    /// Set the multifunction bit in the header type the guest reads: give it to the xenpt
+    /// serving function 0 of a slot when other xenpt processes serve functions 1-7 there.
+    #[arg(long)]
+    pub multifunction: bool,
     /// Guest profile; default from the domain's type.
     #[arg(long, value_enum)]
     pub profile: Option<Profile>,
@@ -179,7 +187,7 @@ pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
             return Err(RunError::Assign(e));
         }
     }
-    let guest_sbdf = Sbdf::new(0, 0, args.guest_slot, 0);
+    let guest_sbdf = Sbdf::new(0, 0, args.guest_slot, args.guest_function);
     let opts =
         DeviceOptions { domid: args.domid, guest_sbdf, profile, permissive: args.permissive, read_only_host: false };
     if args.permissive {
@@ -194,6 +202,8 @@ pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
             return Err(e.into());
         }
     };
+    // Before the ready line: the toolstack unpauses the guest only after it.
+    inst.device.set_multifunction(args.multifunction);
     let result = (|| -> Result<StopReason, RunError> {
         let mut ev = EventLoop::new(&xen)?;
         ev.catch_termination_signals()?;

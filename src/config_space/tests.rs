@@ -328,6 +328,14 @@ fn header_reads_as_decided() {
     assert_eq!(r(&mut dm, 0x44, 4) & (1 << 28), 0, "FLR not offered to the guest");
     let (_nvme, mut pvh) = nvme_device(Profile::Pvh);
     assert_eq!(pvh.config_read(INTERRUPT_PIN_OFFSET as u32, 1), 0, "PVH: no INTx, pin 0");
+    // Multifunction from the guest topology (--multifunction on function 0 of a shared
+    // slot); the guest cannot set it.
+    dm.set_multifunction(true);
+    assert_eq!(r(&mut dm, HEADER_TYPE_OFFSET, 1), 0x80);
+    dm.config_write(&mut crate::xen::sim::Sim::default().xen(), HEADER_TYPE_OFFSET as u32, 1, 0);
+    assert_eq!(r(&mut dm, HEADER_TYPE_OFFSET, 1), 0x80, "read-only for the guest");
+    dm.set_multifunction(false);
+    assert_eq!(r(&mut dm, HEADER_TYPE_OFFSET, 1), 0);
 }
 
 #[test]
