@@ -71,6 +71,15 @@ fn guest_view_of_a_dump_decodes_with_lspci() {
     let l = Command::new("lspci").arg("-F").arg(tmp.path()).arg("-vv").output().expect("lspci");
     let text = String::from_utf8_lossy(&l.stdout);
     assert!(text.contains("Non-Volatile memory controller") && text.contains("MSI-X: Enable- Count=32"), "{text}");
+    assert!(text.contains("Interrupt: pin A"), "HVM offers the host's INTx pin:\n{text}");
+    // The PVH profile: no INTx (pin 0), MSI-X the same; the name line says where it came from.
+    let (code, out, err) = xenpt(&["guest-view", "--dump", dump, "--format", "lspci", "--profile", "pvh"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("Pvh profile") && err.contains("(names: "), "{err}");
+    std::fs::write(tmp.path(), &out).unwrap();
+    let l = Command::new("lspci").arg("-F").arg(tmp.path()).arg("-vv").output().expect("lspci");
+    let text = String::from_utf8_lossy(&l.stdout);
+    assert!(text.contains("MSI-X: Enable- Count=32") && !text.contains("Interrupt: pin"), "{text}");
 }
 
 #[test]
