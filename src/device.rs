@@ -18,7 +18,7 @@ use crate::msi::msix::{Msix, MsixEffect};
 use crate::msi::plain::{MsiEffect, MsiRegs, MsiState};
 use crate::msi::MsiMessage;
 use crate::pci::*;
-use crate::pirq::{PirqTable, Vector};
+use crate::pirq::{PirqError, PirqTable, Vector};
 use crate::xen::{DomId, IoservId, Xen, XenError};
 use crate::{guest_warn, Profile};
 
@@ -369,6 +369,8 @@ impl DeviceModel {
             return;
         }
         tracing::debug!(device = %self.host_sbdf, "MSI effects: {fx:x?}");
+        // Without a Map, MSI was enabled already and these effects change live vectors.
+        let live = !fx.iter().any(|f| matches!(f, MsiEffect::Map { .. }));
         for f in fx {
             let res = match f {
                 MsiEffect::Map { count, msg } => self.pirqs.map_msi(xen, count, msg.xen_pirq()),
@@ -379,18 +381,34 @@ impl DeviceModel {
                     Ok(())
                 }
                 MsiEffect::ReleaseAll => {
-                    for e in self.pirqs.release_all(xen) {
+                    for e in self.pirqs.release_matching(xen, |v| matches!(v, Vector::Msi(_))) {
                         guest_warn!(self.log, device = %self.host_sbdf, "releasing MSI vectors: {e}");
                     }
                     Ok(())
                 }
             };
+            if let (true, MsiEffect::Bind { index, .. }, Err(PirqError::BadMessage { addr })) = (live, f, &res) {
+                // A message Xen cannot deliver, written while MSI is on: refuse it for this
+                // vector without losing its pirq, and unbind it so that it stops delivering
+                // the old vector (which the guest may have given away). MSI stays enabled;
+                // the next correct message binds it again.
+                self.stats.bind_errors += 1;
+                guest_warn!(self.log, device = %self.host_sbdf, domid = self.opts.domid,
+                    "MSI vector {index}: message address {addr:#x} is outside 0xFEExxxxx; vector unbound, pirq kept");
+                if let Err(e) = self.pirqs.unbind(xen, Vector::Msi(index as u8)) {
+                    guest_warn!(self.log, device = %self.host_sbdf, "unbinding MSI vector {index}: {e}");
+                }
+                if let Some(state) = self.msi.as_mut() {
+                    state.bind_failed(index);
+                }
+                continue;
+            }
             if let Err(e) = res {
                 // Containment (QEMU's model): a failed enable leaves MSI disabled, as the
                 // guest will read it, with nothing half set up; xenpt keeps running.
                 self.stats.bind_errors += 1;
                 guest_warn!(self.log, device = %self.host_sbdf, domid = self.opts.domid, "MSI: {e}; MSI stays disabled");
-                for e in self.pirqs.release_all(xen) {
+                for e in self.pirqs.release_matching(xen, |v| matches!(v, Vector::Msi(_))) {
                     guest_warn!(self.log, device = %self.host_sbdf, "releasing MSI vectors: {e}");
                 }
                 self.write_host_msi_control(l.cap_offset, false, 0);
@@ -482,11 +500,36 @@ impl DeviceModel {
             .collect()
     }
 
+    /// Before xenpt's MSI-X bindings go away (disable), take the mask bits of the bound
+    /// entries from the device: Xen's msixtbl answered the guest's mask writes to them, so
+    /// xenpt's copy is stale. With nothing bound the guest reads its table from xenpt, and a
+    /// later enable binds each entry unmasked exactly when the guest left it unmasked.
+    fn refresh_msix_masks(&mut self, m: &MsixLayout) {
+        let unmasked = self.msix_unmasked_now(m);
+        let bound: Vec<u16> = self
+            .pirqs
+            .iter()
+            .filter_map(|(v, st)| match *v {
+                Vector::Msix(e) if st.bound.is_some() => Some(e),
+                _ => None,
+            })
+            .collect();
+        let Some(msix) = self.msix.as_mut() else { return };
+        for e in bound {
+            if let (Some(entry), Some(&u)) = (msix.entries.get_mut(e as usize), unmasked.get(e as usize)) {
+                entry.ctrl = if u { 0 } else { ENTRY_MASKED_BIT };
+            }
+        }
+    }
+
     fn apply_msix(&mut self, xen: &mut dyn Xen, fx: Vec<MsixEffect>) {
         if !fx.is_empty() {
             tracing::debug!(device = %self.host_sbdf, "MSI-X effects: {fx:x?}");
         }
         let Some(layout) = self.msix_layout() else { return };
+        if fx.contains(&MsixEffect::ReleaseAll) {
+            self.refresh_msix_masks(&layout);
+        }
         let table_base = self.resources.bars[layout.table_bar as usize].map(|b| b.base).unwrap_or(0);
         let gtable = self.bars.msix_table_gaddr(self.command() & COMMAND_MEMORY_BIT != 0, &layout).unwrap_or(0);
         for f in fx {
@@ -499,6 +542,13 @@ impl DeviceModel {
                             if let Some(m) = self.msix.as_mut() {
                                 m.bind_failed(entry);
                             }
+                            if matches!(e, PirqError::BadMessage { .. }) {
+                                // Refused without losing the pirq; unbound so that the entry
+                                // stops delivering its old vector. The next commit binds again.
+                                if let Err(e) = self.pirqs.unbind(xen, Vector::Msix(entry)) {
+                                    guest_warn!(self.log, device = %self.host_sbdf, "unbinding MSI-X entry {entry}: {e}");
+                                }
+                            }
                             guest_warn!(self.log, device = %self.host_sbdf, domid = self.opts.domid, "MSI-X entry {entry}: {e}");
                         }
                     }
@@ -509,7 +559,7 @@ impl DeviceModel {
                     }
                 }
                 MsixEffect::ReleaseAll => {
-                    for e in self.pirqs.release_all(xen) {
+                    for e in self.pirqs.release_matching(xen, |v| matches!(v, Vector::Msix(_))) {
                         guest_warn!(self.log, device = %self.host_sbdf, "releasing MSI-X vectors: {e}");
                     }
                 }
@@ -544,7 +594,13 @@ impl DeviceModel {
             let l = m.layout;
             if bar == l.table_bar && off >= l.table_offset && off < l.table_offset + l.table_len() {
                 self.stats.msix_table_reads += 1;
-                return m.table_read(off - l.table_offset, size).unwrap_or(ones);
+                return match m.table_read(off - l.table_offset, size) {
+                    Some(v) => v,
+                    None => {
+                        self.stats.bad_mmio += 1;
+                        ones
+                    }
+                };
             }
         }
         // PBA and other registers on the trapped pages come from the device.

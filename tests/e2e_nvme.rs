@@ -260,3 +260,52 @@ fn a_pvh_guest_is_offered_no_intx() {
     assert!(r.failure.unwrap_or_default().contains("interrupt pin reads 0"));
     assert!(!r.ops.iter().any(|o| o.kind == "bind_pt_irq" && o.detail.contains("INTx")), "nothing bound for PVH");
 }
+
+#[test]
+fn msi_map_failure_leaves_msi_disabled_and_the_device_works_on_intx() {
+    let o = DemoOptions { irq: IrqMode::Msi, ..quiet(2, 4) };
+    let mut flow = |os: &mut demo::guest_os::GuestOs, o: &DemoOptions, r: &mut demo::DemoReport| {
+        let from = os.g.sim().op_count();
+        os.g.sim().fail_nth("map_pirq", 1, xenpt::xen::Errno::ENOSPC);
+        match demo::bring_up(os, o) {
+            Err(e) => assert!(e.to_string().contains("MSI did not stay enabled"), "{e}"),
+            Ok(_) => panic!("MSI enabled although map_pirq failed"),
+        }
+        let msi_ctrl = os.cfg_read(xenpt::host::nvme::MSI_CAP + 2, 2)?;
+        assert_eq!(msi_ctrl & 1, 0, "the guest reads MSI as not enabled");
+        let ops: Vec<String> = os.g.sim().ops()[from..].iter().map(|o| o.to_string()).collect();
+        let pirq_ops: Vec<&String> = ops.iter().filter(|o| o.contains("pirq")).collect();
+        assert_eq!(
+            pirq_ops,
+            ["map_pirq(d1, multi-MSI 0000:03:00.0 x4) -> ENOSPC"],
+            "the failed map is the only pirq operation: the INTx line stays mapped and bound"
+        );
+        assert_eq!(os.g.sim().pirqs(os.g.domid()), vec![(11, true)]);
+        // The guest falls back to INTx: the whole controller runs on it.
+        os.setup_intx(o.io_queues + 1, 0x50)?;
+        os.nvme_enable()?;
+        os.identify()?;
+        os.create_io_queues(o.io_queues)?;
+        for qid in 1..=o.io_queues {
+            let data: Vec<u8> = (0..4 * 512).map(|i| (i as u8) ^ qid as u8).collect();
+            let (wbuf, rbuf) = (os.alloc(4096), os.alloc(4096));
+            os.g.ram_write(wbuf, &data)?;
+            os.rw(qid, true, 0, 4, wbuf)?;
+            os.rw(qid, false, 0, 4, rbuf)?;
+            let mut back = vec![0u8; data.len()];
+            os.g.ram_read(rbuf, &mut back)?;
+            assert_eq!(back, data, "queue {qid}");
+            r.bytes_verified += data.len() as u64;
+        }
+        Ok(())
+    };
+    let r = demo::run_with(&o, &mut flow);
+    assert!(r.ok, "{}\n{}", demo::summary(&r), r.transcript.join("\n"));
+    assert_eq!(r.bytes_verified, 2 * 4 * 512);
+    // Identify (2) and queue creation (4) on the admin queue, a write and a read per queue.
+    assert_eq!(r.interrupts, vec![0x50u32; 2 + 4 + 2 * 2]);
+    let ops: Vec<String> = r.ops.iter().map(|o| o.to_string()).collect();
+    assert!(!ops.iter().any(|o| o.starts_with("bind_pt_irq(d1, MSI")), "no MSI binding: {ops:#?}");
+    let intx_unbinds = ops.iter().filter(|o| o.as_str() == "unbind_pt_irq(d1, INTx pirq 11 -> 00:04 INTA)").count();
+    assert_eq!(intx_unbinds, 1, "INTx released once, at teardown");
+}

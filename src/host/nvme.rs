@@ -129,8 +129,10 @@ struct Inner {
     cqs: BTreeMap<u16, Queue>,
     namespace: Vec<u8>,
     stats: NvmeStats,
-    /// The device's own MSI-X table (written by Xen on real hardware) and PBA.
+    /// The device's own MSI-X table (written by Xen on real hardware).
     msix_table: Vec<u32>,
+    /// The PBA (bit i = entry i, 64 entries): a message held while the function is masked.
+    pba: u64,
 }
 
 /// The emulated controller. Clone it to hand it to both the machine and xenpt.
@@ -212,6 +214,7 @@ impl EmulatedNvme {
                 namespace: vec![0; blocks * LBA_SIZE],
                 stats: NvmeStats::default(),
                 msix_table,
+                pba: 0,
             })),
         }
     }
@@ -342,6 +345,7 @@ impl Inner {
                 let hi = self.msix_table.get(i + 1).copied().unwrap_or(0) as u64;
                 lo | hi << 32
             }
+            o if (MSIX_PBA_OFFSET..MSIX_PBA_OFFSET + 8).contains(&o) => self.pba >> ((o - MSIX_PBA_OFFSET) * 8),
             _ => 0,
         };
         match size {
@@ -502,12 +506,34 @@ impl Inner {
         true
     }
 
+    /// Send the MSI-X messages held in the PBA once the function is no longer masked.
+    /// The simulator hands the device a bus only for its own activity (a BAR access, a
+    /// completion), not for the config write that clears Function Mask, so what was held
+    /// goes out at the device's next bus activity after that.
+    fn send_pending(&mut self, bus: &dyn DeviceBus) {
+        let (msix_en, fmask) = self.msix_enabled();
+        if !msix_en || fmask {
+            return;
+        }
+        while self.pba != 0 {
+            let entry = self.pba.trailing_zeros() as u16;
+            self.pba &= self.pba - 1;
+            self.stats.interrupts += 1;
+            bus.signal_msix(entry);
+        }
+    }
+
     fn interrupt(&mut self, vector: u16, bus: &dyn DeviceBus) {
         let (msix_en, fmask) = self.msix_enabled();
         if msix_en {
-            if !fmask && vector < MSIX_ENTRIES {
-                self.stats.interrupts += 1;
-                bus.signal_msix(vector);
+            if vector < MSIX_ENTRIES {
+                if fmask {
+                    self.pba |= 1 << vector; // held: its pending bit
+                } else {
+                    self.send_pending(bus);
+                    self.stats.interrupts += 1;
+                    bus.signal_msix(vector);
+                }
             }
             return;
         }
@@ -735,11 +761,12 @@ impl MachineDevice for EmulatedNvme {
     fn machine_bars(&self) -> Vec<MachineBar> {
         vec![MachineBar { index: 0, base: self.bar0, size: BAR0_SIZE, io: false }]
     }
-    fn bar_read(&self, bar: u8, offset: u64, size: u32, _bus: &dyn DeviceBus) -> u64 {
-        let g = self.lock();
+    fn bar_read(&self, bar: u8, offset: u64, size: u32, bus: &dyn DeviceBus) -> u64 {
+        let mut g = self.lock();
         if bar != 0 || offset >= BAR0_SIZE || g.cfg.get(COMMAND_OFFSET, 2) & COMMAND_MEMORY_BIT as u32 == 0 {
             return !0; // no decode: the access master-aborts
         }
+        g.send_pending(bus);
         g.reg_read(offset, size)
     }
     fn bar_write(&self, bar: u8, offset: u64, size: u32, value: u64, bus: &dyn DeviceBus) {
@@ -747,6 +774,7 @@ impl MachineDevice for EmulatedNvme {
         if bar != 0 || offset >= BAR0_SIZE || g.cfg.get(COMMAND_OFFSET, 2) & COMMAND_MEMORY_BIT as u32 == 0 {
             return;
         }
+        g.send_pending(bus);
         if g.cfg.get(COMMAND_OFFSET, 2) & COMMAND_MASTER_BIT as u32 == 0
             && (REG_DOORBELL..MSIX_TABLE_OFFSET).contains(&offset)
         {

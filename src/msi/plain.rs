@@ -114,6 +114,12 @@ impl MsiState {
         fx
     }
 
+    /// A (re-)bind of vector `index` was refused (a message Xen cannot deliver) and the
+    /// vector unbound: the next message change or unmask binds it again.
+    pub fn bind_failed(&mut self, index: u32) {
+        self.bound &= !(1 << index);
+    }
+
     /// Mapping or binding failed while enabling: nothing is in effect; the guest must
     /// read MSI as disabled.
     pub fn enable_failed(&mut self) {

@@ -209,8 +209,14 @@ impl PirqTable {
     /// Unbind every bound vector, then unmap every pirq. Continues past errors and
     /// returns them all: teardown must get as far as it can.
     pub fn release_all(&mut self, xen: &mut dyn Xen) -> Vec<XenError> {
+        self.release_matching(xen, |_| true)
+    }
+
+    /// As [`Self::release_all`] for the vectors `which` selects only: disabling MSI-X
+    /// releases the MSI-X vectors and leaves the INTx line (and MSI) alone.
+    pub fn release_matching(&mut self, xen: &mut dyn Xen, which: impl Fn(Vector) -> bool) -> Vec<XenError> {
         let mut errors = Vec::new();
-        let keys: Vec<Vector> = self.vectors.keys().copied().collect();
+        let keys: Vec<Vector> = self.vectors.keys().copied().filter(|&v| which(v)).collect();
         for &v in &keys {
             let st = self.vectors[&v];
             if let Some(b) = st.bound {
