@@ -118,6 +118,12 @@ impl Xen for BenchXen {
     fn gsi_permission(&mut self, _: DomId, _: u32, _: bool) -> XenResult<()> {
         nosys("gsi_permission")
     }
+    fn assign_device(&mut self, _: DomId, _: xenpt::pci::Sbdf, _: bool) -> XenResult<()> {
+        nosys("assign_device")
+    }
+    fn pcidev_gsi(&mut self, _: xenpt::pci::Sbdf) -> XenResult<u32> {
+        nosys("pcidev_gsi")
+    }
 }
 
 /// The guest ("Xen") side of one vCPU and the device model thread serving it.

@@ -426,9 +426,13 @@ impl DeviceModel {
     /// Bind the INTx line (HVM only: the profile decided the pin when the header was
     /// built). Called once at start-up, before the guest runs. The host GSI comes from
     /// sysfs `irq` (a GSI on a PV dom0). On failure the guest is offered no pin at all.
-    pub fn start_intx(&mut self, xen: &mut dyn Xen) {
+    /// Bind the device's INTx line (GSI `gsi`, see runner::host_gsi) to the guest's pin, or
+    /// offer no pin when there is none or binding fails.
+    pub fn start_intx(&mut self, xen: &mut dyn Xen, gsi: Option<u32>) {
         let pin = self.cfg.emulated(INTERRUPT_PIN_OFFSET, 1) as u8;
-        let gsi = self.host.irq();
+        if pin != 0 && gsi.is_none() {
+            self.cfg.set(INTERRUPT_PIN_OFFSET, 1, 0);
+        }
         if let (1..=4, Some(gsi)) = (pin, gsi) {
             match self.pirqs.bind_intx(xen, gsi, self.opts.guest_sbdf.dev, pin - 1) {
                 Ok(_) => self.intx_bound = true,

@@ -115,10 +115,14 @@ pub enum RunError {
 }
 
 /// What `--assign` did, to be undone exactly at exit.
-struct Granted {
-    assigned: bool,
-    iomem: Vec<(u64, u64)>,
-    ioports: Vec<(u32, u32)>,
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Granted {
+    pub assigned: bool,
+    pub iomem: Vec<(u64, u64)>,
+    pub ioports: Vec<(u32, u32)>,
+    /// The INTx line: (GSI, granted with gsi_permission (PVH dom0) rather than
+    /// irq_permission (PV dom0)).
+    pub intx: Option<(u32, bool)>,
 }
 
 fn driver_of(sbdf: Sbdf) -> Option<String> {
@@ -126,7 +130,11 @@ fn driver_of(sbdf: Sbdf) -> Option<String> {
     Some(link.file_name()?.to_string_lossy().into_owned())
 }
 
-fn do_assign(xen: &mut PrivcmdXen, domid: DomId, host: &dyn HostDevice, g: &mut Granted) -> Result<(), XenError> {
+/// The toolstack's part of passthrough, for `--assign`: assign the device to the domain
+/// (IOMMU context), let the domain reach its BARs (iomem/ioport permission) and its INTx
+/// line (irq permission on a PV dom0; gsi permission, Xen 4.20+, on a PVH dom0, where the
+/// GSI comes from privcmd). Records each grant in `g` as it is made, for [`undo_assign`].
+pub fn do_assign(xen: &mut dyn Xen, domid: DomId, host: &dyn HostDevice, g: &mut Granted) -> Result<(), XenError> {
     xen.assign_device(domid, host.sbdf(), true)?;
     g.assigned = true;
     let res = host.resources().map_err(|_| XenError::new("resources", domid, crate::xen::Errno::EINVAL))?;
@@ -141,18 +149,38 @@ fn do_assign(xen: &mut PrivcmdXen, domid: DomId, host: &dyn HostDevice, g: &mut 
             g.iomem.push((first, nr - first + 1));
         }
     }
+    if let Some(gsi) = runner::host_gsi(xen, host) {
+        let pvh = runner::dom0_kind(xen) == GuestKind::Pvh;
+        let granted = if pvh { xen.gsi_permission(domid, gsi, true) } else { xen.irq_permission(domid, gsi, true) };
+        match granted {
+            Ok(()) => g.intx = Some((gsi, pvh)),
+            // Not fatal: Xen maps the GSI for the guest without it on the releases tested;
+            // libxl grants it for the guest's own use of the line.
+            Err(e) => tracing::warn!(
+                "--assign: could not let domain {domid} use GSI {gsi} ({e}){}; INTx may not reach the guest",
+                if pvh { " (a PVH dom0 needs Xen 4.20 or later for this)" } else { "" }
+            ),
+        }
+    }
     Ok(())
 }
 
-fn undo_assign(xen: &mut PrivcmdXen, domid: DomId, sbdf: Sbdf, g: &Granted) {
-    for &(first, nr) in &g.iomem {
-        if let Err(e) = xen.iomem_permission(domid, first, nr, false) {
-            tracing::warn!("revoking iomem {first:#x}+{nr}: {e}");
+/// Undo what [`do_assign`] recorded, newest first; errors are logged, not fatal.
+pub fn undo_assign(xen: &mut dyn Xen, domid: DomId, sbdf: Sbdf, g: &Granted) {
+    if let Some((gsi, pvh)) = g.intx {
+        let r = if pvh { xen.gsi_permission(domid, gsi, false) } else { xen.irq_permission(domid, gsi, false) };
+        if let Err(e) = r {
+            tracing::warn!("revoking GSI {gsi}: {e}");
         }
     }
-    for &(first, nr) in &g.ioports {
+    for &(first, nr) in g.ioports.iter().rev() {
         if let Err(e) = xen.ioport_permission(domid, first, nr, false) {
             tracing::warn!("revoking ioports {first:#x}+{nr}: {e}");
+        }
+    }
+    for &(first, nr) in g.iomem.iter().rev() {
+        if let Err(e) = xen.iomem_permission(domid, first, nr, false) {
+            tracing::warn!("revoking iomem {first:#x}+{nr}: {e}");
         }
     }
     if g.assigned {
@@ -180,7 +208,7 @@ pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
     let info = xen.domain_info(args.domid).map_err(|source| RunError::Domain { domid: args.domid, source })?;
     let profile = args.profile.unwrap_or(if info.kind == GuestKind::Pvh { Profile::Pvh } else { Profile::Hvm });
     let host = SysfsDevice::open(args.sbdf, true)?;
-    let mut granted = Granted { assigned: false, iomem: Vec::new(), ioports: Vec::new() };
+    let mut granted = Granted::default();
     if args.assign {
         if let Err(e) = do_assign(&mut xen, args.domid, &host, &mut granted) {
             undo_assign(&mut xen, args.domid, args.sbdf, &granted);

@@ -6,6 +6,7 @@ use crate::host::HostDevice;
 use crate::host_bridge::{HostBridge, Served};
 use crate::ioreq::event_loop::{EventLoop, LoopError, StopReason};
 use crate::ioreq::IoreqServer;
+use crate::pci::INTERRUPT_PIN_OFFSET;
 use crate::xen::{abi::MAX_NR_IOREQ_SERVERS, Errno, GuestKind, IoRange, Xen, XenError};
 use crate::Profile;
 
@@ -79,7 +80,10 @@ pub fn start_with(
             return Err(e.into());
         }
     };
-    device.start_intx(xen);
+    // Only a function that offers the guest a pin needs its GSI (not the PVH profile).
+    let pin = device.cfg.emulated(INTERRUPT_PIN_OFFSET, 1);
+    let gsi = if pin != 0 { host_gsi(xen, device.host()) } else { None };
+    device.start_intx(xen, gsi);
     let mut ranges = vec![IoRange::pci(guest_sbdf)];
     if host_bridge {
         ranges.extend(HostBridge::ranges());
@@ -90,6 +94,43 @@ pub fn start_with(
         return Err(StartError::Server { domid, source });
     }
     Ok(Instance { server, device, bridge: host_bridge.then(HostBridge::new) })
+}
+
+/// What kind of domain xenpt runs in: the hardware domain's type from Xen (PV unless Xen
+/// says it is an HVM-container, i.e. PVH). An error reads as PV, the long-standing case.
+pub fn dom0_kind(xen: &mut dyn Xen) -> GuestKind {
+    match xen.domain_info(0) {
+        Ok(i) => i.kind,
+        Err(e) => {
+            tracing::debug!("cannot read domain 0's type ({e}); assuming a PV dom0");
+            GuestKind::Pv
+        }
+    }
+}
+
+/// The GSI of the host function's INTx line as Xen numbers it: sysfs `irq` on a PV dom0
+/// (the kernel maps GSIs 1:1 there); on a PVH dom0 sysfs gives a Linux IRQ number, so the
+/// GSI comes from privcmd's PCIDEV_GET_GSI. None: no INTx line, or it cannot be named
+/// (then the guest is offered no INTx and the log says why).
+pub fn host_gsi(xen: &mut dyn Xen, host: &dyn HostDevice) -> Option<u32> {
+    let irq = host.irq()?;
+    match dom0_kind(xen) {
+        GuestKind::Pvh => match xen.pcidev_gsi(host.sbdf()) {
+            Ok(gsi) => {
+                if gsi != irq {
+                    tracing::debug!(device = %host.sbdf(), "PVH dom0: Linux IRQ {irq} is GSI {gsi}");
+                }
+                Some(gsi)
+            }
+            Err(e) => {
+                tracing::warn!(device = %host.sbdf(),
+                    "PVH dom0: the GSI of the device's INTx cannot be found ({e}; privcmd's PCIDEV_GET_GSI \
+                     needs Linux 6.12 or later); the guest gets no INTx, MSI and MSI-X are unaffected");
+                None
+            }
+        },
+        _ => Some(irq),
+    }
 }
 
 /// Serve until the event loop is stopped.

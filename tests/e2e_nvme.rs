@@ -37,7 +37,9 @@ fn nvme_data_round_trips_with_the_exact_xen_operation_sequence() {
         "domain_info(d1)".into(),
         "create_ioreq_server(d1, Off)".into(),
         "map_ioreq_pages(d1, server 0)".into(),
-        // INTx: the host's GSI mapped into the guest and bound to guest slot 4, pin A.
+        // INTx: the host's GSI (a PV dom0's sysfs irq; xenpt asks what dom0 is) mapped
+        // into the guest and bound to guest slot 4, pin A.
+        "domain_info(d0)".into(),
         "map_pirq(d1, GSI 11 pirq 11)".into(),
         "bind_pt_irq(d1, INTx pirq 11 -> 00:04 INTA)".into(),
         "map_io_range(d1, Pci 0x20-0x20)".into(),

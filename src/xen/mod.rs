@@ -46,6 +46,8 @@ impl Errno {
     pub const ENOSYS: Errno = Errno(libc::ENOSYS);
     pub const ENOTCONN: Errno = Errno(libc::ENOTCONN);
     pub const EOPNOTSUPP: Errno = Errno(libc::EOPNOTSUPP);
+    /// An ioctl the kernel does not know (e.g. PCIDEV_GET_GSI before Linux 6.12).
+    pub const ENOTTY: Errno = Errno(libc::ENOTTY);
 
     pub fn name(self) -> &'static str {
         match self.0 {
@@ -65,6 +67,7 @@ impl Errno {
             libc::ENOSYS => "ENOSYS",
             libc::ENOTCONN => "ENOTCONN",
             libc::EOPNOTSUPP => "EOPNOTSUPP",
+            libc::ENOTTY => "ENOTTY",
             _ => "E?",
         }
     }
@@ -317,6 +320,14 @@ pub trait Xen: Send {
     fn ioport_permission(&mut self, domid: DomId, first_port: u32, nr: u32, allow: bool) -> XenResult<()>;
     /// XEN_DOMCTL_irq_permission (pirq of the caller).
     fn irq_permission(&mut self, domid: DomId, pirq: u32, allow: bool) -> XenResult<()>;
+    /// XEN_DOMCTL_assign_device / deassign_device of a PCI function: the domain gets
+    /// (loses) an IOMMU context for it. The toolstack's job; xenpt does it under --assign.
+    fn assign_device(&mut self, domid: DomId, sbdf: Sbdf, assign: bool) -> XenResult<()>;
     /// XEN_DOMCTL_gsi_permission (Xen 4.20+, PVH dom0).
     fn gsi_permission(&mut self, domid: DomId, gsi: u32, allow: bool) -> XenResult<()>;
+    /// The GSI of a host PCI function's INTx as the hardware domain's ACPI set it up:
+    /// privcmd's IOCTL_PRIVCMD_PCIDEV_GET_GSI (Linux 6.12+). A PVH dom0 needs it because
+    /// its sysfs `irq` is a Linux IRQ number, not the GSI; on a PV dom0 the kernel has no
+    /// record (ENODEV) and sysfs `irq` is the GSI.
+    fn pcidev_gsi(&mut self, sbdf: Sbdf) -> XenResult<u32>;
 }

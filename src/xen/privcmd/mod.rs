@@ -523,11 +523,8 @@ impl Xen for PrivcmdXen {
         let p = DomctlGsiPermission { gsi, flags: allow as u32 };
         self.domctl("gsi_permission", XEN_DOMCTL_GSI_PERMISSION, domid, &p).map(|_| ())
     }
-}
 
-impl PrivcmdXen {
-    /// XEN_DOMCTL_assign_device (the toolstack's part, for `--assign`).
-    pub fn assign_device(&mut self, domid: DomId, sbdf: crate::pci::Sbdf, assign: bool) -> XenResult<()> {
+    fn assign_device(&mut self, domid: DomId, sbdf: Sbdf, assign: bool) -> XenResult<()> {
         let p = DomctlAssignDevice {
             dev: XEN_DOMCTL_DEV_PCI,
             flags: if assign { XEN_DOMCTL_DEV_RDM_RELAXED } else { 0 },
@@ -540,6 +537,13 @@ impl PrivcmdXen {
             (XEN_DOMCTL_DEASSIGN_DEVICE, "deassign_device")
         };
         self.domctl(name, cmd, domid, &p).map(|_| ())
+    }
+
+    fn pcidev_gsi(&mut self, sbdf: Sbdf) -> XenResult<u32> {
+        let mut a = PrivcmdPcidevGetGsi { sbdf: sbdf.to_u32(), gsi: 0 };
+        self.ioctl(self.privcmd.as_raw_fd(), IOCTL_PRIVCMD_PCIDEV_GET_GSI, &mut a)
+            .map_err(|e| XenError::new("pcidev_get_gsi", 0, e))?;
+        Ok(a.gsi)
     }
 }
 

@@ -226,6 +226,8 @@ struct Fault {
 
 pub(crate) struct State {
     version: XenVersion,
+    /// What the hardware domain (dom0, where xenpt runs) is: PV by default, PVH on request.
+    hwdom: GuestKind,
     domains: BTreeMap<DomId, Domain>,
     next_domid: DomId,
     devices: BTreeMap<Sbdf, Arc<dyn MachineDevice>>,
@@ -265,6 +267,7 @@ impl Sim {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
                     version,
+                    hwdom: GuestKind::Pv,
                     domains: BTreeMap::new(),
                     next_domid: 1,
                     devices: BTreeMap::new(),
@@ -284,6 +287,14 @@ impl Sim {
         // A panic while holding the lock poisons it; the state is still the best record
         // of what happened, so keep using it.
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Make the hardware domain (domain 0, where xenpt runs) a PV or a PVH domain. A PVH
+    /// dom0 learns a device's GSI from privcmd's PCIDEV_GET_GSI (its sysfs `irq` is a Linux
+    /// IRQ number); a PV dom0's kernel has no such record.
+    pub fn set_hardware_domain(&self, kind: GuestKind) {
+        assert!(kind != GuestKind::Hvm, "the hardware domain is PV or PVH");
+        self.lock().hwdom = kind;
     }
 
     /// Create a guest with `vcpus` vCPUs and `ram_bytes` of RAM at guest-physical 0.
@@ -430,6 +441,20 @@ impl Sim {
     }
 
     /// Pirqs mapped in a domain: (pirq, bound).
+    /// What the domain may use besides its own memory: (devices assigned, irq permissions,
+    /// gsi permissions), for checking that --assign undoes exactly what it granted.
+    pub fn grants(&self, domid: DomId) -> (Vec<Sbdf>, Vec<u32>, Vec<u32>) {
+        let s = self.lock();
+        match s.domains.get(&domid) {
+            Some(d) => (
+                d.assigned.iter().copied().collect(),
+                d.irqs.iter().copied().collect(),
+                d.gsis.iter().copied().collect(),
+            ),
+            None => Default::default(),
+        }
+    }
+
     pub fn pirqs(&self, domid: DomId) -> Vec<(u32, bool)> {
         self.lock()
             .domains
@@ -672,6 +697,17 @@ impl Xen for SimXen {
 
     fn domain_info(&mut self, domid: DomId) -> XenResult<DomainInfo> {
         self.op("domain_info", domid, String::new(), |s, _| {
+            if domid == 0 {
+                let flags = if s.hwdom == GuestKind::Pvh { 0x001 } else { 0 };
+                return Ok(DomainInfo {
+                    domid,
+                    kind: s.hwdom,
+                    vcpus: 1,
+                    dying: false,
+                    shutdown: false,
+                    emulation_flags: Some(flags),
+                });
+            }
             let d = s.domains.get(&domid).ok_or(Errno::ESRCH)?;
             let flags = match d.kind {
                 GuestKind::Hvm => 0x1ff,
@@ -1170,6 +1206,38 @@ impl Xen for SimXen {
                 d.irqs.remove(&pirq);
             }
             Ok(())
+        })
+    }
+
+    fn assign_device(&mut self, domid: DomId, sbdf: Sbdf, assign: bool) -> XenResult<()> {
+        let name = if assign { "assign_device" } else { "deassign_device" };
+        self.op(name, domid, format!("{sbdf}"), |s, _| {
+            if !s.devices.contains_key(&sbdf) {
+                return Err(Errno::ENODEV);
+            }
+            let owner = s.domains.iter().find(|(_, d)| d.assigned.contains(&sbdf)).map(|(&id, _)| id);
+            let d = s.domains.get_mut(&domid).ok_or(Errno::ESRCH)?;
+            match (assign, owner) {
+                (true, None) => {
+                    d.assigned.insert(sbdf);
+                    Ok(())
+                }
+                (true, Some(_)) => Err(Errno::EBUSY),
+                (false, Some(o)) if o == domid => {
+                    d.assigned.remove(&sbdf);
+                    Ok(())
+                }
+                (false, _) => Err(Errno::EINVAL),
+            }
+        })
+    }
+
+    fn pcidev_gsi(&mut self, sbdf: Sbdf) -> XenResult<u32> {
+        self.op("pcidev_get_gsi", 0, format!("{sbdf}"), |s, _| {
+            if s.hwdom != GuestKind::Pvh {
+                return Err(Errno::ENODEV); // Linux records GSIs only for a PVH dom0
+            }
+            s.devices.get(&sbdf).and_then(|d| d.gsi()).ok_or(Errno::ENODEV)
         })
     }
 
