@@ -237,6 +237,11 @@ impl EmulatedNvme {
     }
 
     /// Raw host config read (what `lspci` on dom0 would show), for tests.
+    /// The mask bit of MSI-X entry `entry` in the device's own table (what Xen wrote).
+    pub fn msix_vector_masked(&self, entry: u16) -> bool {
+        self.lock().msix_table.get(entry as usize * 4 + 3).is_some_and(|w| w & 1 != 0)
+    }
+
     pub fn host_config(&self, off: u16, size: usize) -> u32 {
         self.lock().cfg.get(off, size)
     }
@@ -789,5 +794,11 @@ impl MachineDevice for EmulatedNvme {
     }
     fn gsi(&self) -> Option<u32> {
         Some(self.irq)
+    }
+    fn xen_set_vector_mask(&self, entry: u16, masked: bool) {
+        let mut g = self.lock();
+        if let Some(w) = g.msix_table.get_mut(entry as usize * 4 + 3) {
+            *w = (*w & !1) | masked as u32;
+        }
     }
 }

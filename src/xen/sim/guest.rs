@@ -211,7 +211,8 @@ impl SimGuest {
 
     /// Xen's msixtbl (vmsi.c): Some(result) if Xen handled the access itself, None to
     /// forward it to the device model.
-    fn msixtbl(d: &mut Domain, gpa: u64, size: u32, write: Option<u64>) -> Option<u64> {
+    /// The second value is the pirq a write unmasked (its held interrupt is then due).
+    fn msixtbl(d: &mut Domain, gpa: u64, size: u32, write: Option<u64>) -> Option<(u64, Option<u32>)> {
         let (sbdf, entry, field, pirq) = Self::msixtbl_entry(d, gpa)?;
         if (size != 4 && size != 8) || field % size as u64 != 0 {
             return None;
@@ -235,12 +236,14 @@ impl SimGuest {
                     Some(c) if c & 1 == 0 && t.changed.contains(&entry) => None,
                     Some(_) if field < 12 => None,
                     Some(c) => {
-                        d.pirqs.get_mut(&pirq)?.guest_masked = c & 1 != 0;
-                        Some(0)
+                        let p = d.pirqs.get_mut(&pirq)?;
+                        let unmasked = p.guest_masked && c & 1 == 0;
+                        p.guest_masked = c & 1 != 0;
+                        Some((0, unmasked.then_some(pirq)))
                     }
                 }
             }
-            None if field == 12 => Some(d.pirqs[&pirq].guest_masked as u64),
+            None if field == 12 => Some((d.pirqs[&pirq].guest_masked as u64, None)),
             None => None,
         }
     }
@@ -263,6 +266,11 @@ impl SimGuest {
             t.changed.remove(&entry);
         }
         s.guest_unmask(self.domid, pirq, &self.sim.inner.cv);
+        let masks = s.device_mask_writes();
+        drop(s);
+        for (dev, entry, masked) in masks {
+            dev.xen_set_vector_mask(entry, masked);
+        }
     }
 
     pub fn mmio_read(&self, vcpu: u32, gpa: u64, size: u32) -> GuestResult<u64> {
@@ -283,7 +291,16 @@ impl SimGuest {
                 Some(r) => r,
                 None => {
                     let d = self.live(&mut s)?;
-                    if let Some(v) = Self::msixtbl(d, gpa, size, write) {
+                    if let Some((v, unmasked)) = Self::msixtbl(d, gpa, size, write) {
+                        // An unmask Xen handled delivers what the vector held meanwhile.
+                        if let Some(pirq) = unmasked {
+                            s.guest_unmask(self.domid, pirq, &self.sim.inner.cv);
+                        }
+                        let masks = s.device_mask_writes();
+                        drop(s);
+                        for (dev, entry, masked) in masks {
+                            dev.xen_set_vector_mask(entry, masked);
+                        }
                         return Ok(v);
                     }
                     Self::server_route(d, IoRangeKind::Memory, gpa, vcpu)

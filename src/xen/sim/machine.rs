@@ -46,4 +46,9 @@ pub trait MachineDevice: Send + Sync {
     fn msix_entries(&self) -> u16;
     /// The GSI its INTx line is wired to, if any.
     fn gsi(&self) -> Option<u32>;
+    /// Xen's own write of an MSI-X entry's mask bit (vector control bit 0). Xen owns the
+    /// physical table once an entry has a pirq: it masks the entry at map and unbind,
+    /// unmasks it at bind with the guest's mask, follows the guest's masks through its
+    /// msixtbl, and masks it again at unmap. Called outside the simulator's lock.
+    fn xen_set_vector_mask(&self, _entry: u16, _masked: bool) {}
 }

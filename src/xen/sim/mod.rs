@@ -238,6 +238,8 @@ pub(crate) struct State {
     violations: Vec<String>,
     /// Interrupts the machine could not deliver, with the reason.
     dropped_irqs: Vec<String>,
+    /// The mask bit Xen last wrote into each device MSI-X entry it owns.
+    device_masks: BTreeMap<(Sbdf, u16), bool>,
 }
 
 pub(crate) struct Inner {
@@ -277,6 +279,7 @@ impl Sim {
                     faults: Vec::new(),
                     violations: Vec::new(),
                     dropped_irqs: Vec::new(),
+                    device_masks: BTreeMap::new(),
                 }),
                 cv: Condvar::new(),
             }),
@@ -552,6 +555,32 @@ impl State {
 
     /// Xen's guest unmask of a pirq (guest_mask_msi_irq(desc, false)): clear the mask and
     /// deliver what arrived while it was masked, if the pirq is bound.
+    /// The device MSI-X mask writes Xen owes after a change of pirq state: an entry with a
+    /// pirq is masked unless it is bound and not guest-masked; an entry whose pirq was
+    /// unmapped is masked. Returns the writes (device, entry, masked) to make once the
+    /// state lock is released (the device may call back into the machine).
+    fn device_mask_writes(&mut self) -> Vec<(Arc<dyn MachineDevice>, u16, bool)> {
+        let mut want = BTreeMap::new();
+        for d in self.domains.values() {
+            for p in d.pirqs.values() {
+                if let PirqSource::Msix { sbdf, entry } = p.source {
+                    want.insert((sbdf, entry), p.msi.is_none() || p.guest_masked);
+                }
+            }
+        }
+        let mut changes: Vec<((Sbdf, u16), bool)> =
+            want.iter().filter(|(k, m)| self.device_masks.get(k) != Some(m)).map(|(&k, &m)| (k, m)).collect();
+        changes.extend(self.device_masks.iter().filter(|(k, &m)| !m && !want.contains_key(k)).map(|(&k, _)| (k, true)));
+        let mut out = Vec::new();
+        for ((sbdf, entry), masked) in changes {
+            self.device_masks.insert((sbdf, entry), masked);
+            if let Some(dev) = self.devices.get(&sbdf) {
+                out.push((dev.clone(), entry, masked));
+            }
+        }
+        out
+    }
+
     fn guest_unmask(&mut self, domid: DomId, pirq: u32, cv: &Condvar) {
         let Some(p) = self.domains.get_mut(&domid).and_then(|d| d.pirqs.get_mut(&pirq)) else { return };
         p.guest_masked = false;
@@ -664,7 +693,11 @@ impl SimXen {
             None => f(&mut s, self.dm),
         };
         s.record(self.dm, kind, domid, detail, res.as_ref().err().copied());
+        let masks = s.device_mask_writes();
         drop(s);
+        for (dev, entry, masked) in masks {
+            dev.xen_set_vector_mask(entry, masked);
+        }
         self.sim.notify_all();
         res.map_err(|e| XenError::new(kind, domid, e))
     }

@@ -526,3 +526,42 @@ fn a_buffered_server_drains_its_ring_into_the_device_model() {
     assert_eq!((server.stats.buffered, server.stats.unsupported), (2, 1), "TIMEOFFSET dropped");
     assert!(server.destroy(&mut x).is_empty());
 }
+
+#[test]
+fn xen_owns_the_device_msix_mask_bits_of_entries_with_a_pirq() {
+    let (sim, d, nvme) = setup(GuestKind::Hvm);
+    sim.assign_device(d, DEV).unwrap();
+    let gtable = 0xf000_2000;
+    let (_seen, stop) = recording_dm(&sim, d, vec![IoRange::memory(gtable, 0x1000)]);
+    // The device's own table starts masked at reset; the guest's writes never reach it.
+    nvme_unmask_all(&nvme);
+    let p = msix_pirq(&sim, d, 0);
+    assert!(nvme.msix_vector_masked(0), "map: the entry is masked until bound");
+    assert!(!nvme.msix_vector_masked(1), "entries without a pirq are not Xen's");
+    let mut x = sim.xen();
+    let bind = |gflags| PtIrq::Msi { pirq: p, gvec: 0x40, gflags, gtable };
+    x.bind_pt_irq(d, bind(0)).unwrap();
+    assert!(nvme.msix_vector_masked(0), "bound without UNMASKED: still guest-masked");
+    x.bind_pt_irq(d, bind(gflags::UNMASKED)).unwrap();
+    assert!(!nvme.msix_vector_masked(0), "UNMASKED: unmasked in the device");
+    let g = sim.guest(d);
+    g.mmio_write(0, gtable + 12, 4, 1).unwrap();
+    assert!(nvme.msix_vector_masked(0), "the guest's mask through the msixtbl");
+    g.mmio_write(0, gtable + 12, 4, 0).unwrap();
+    assert!(!nvme.msix_vector_masked(0), "and its unmask");
+    x.unbind_pt_irq(d, bind(0)).unwrap();
+    assert!(nvme.msix_vector_masked(0), "unbind masks");
+    x.bind_pt_irq(d, bind(gflags::UNMASKED)).unwrap();
+    assert!(!nvme.msix_vector_masked(0));
+    x.unbind_pt_irq(d, bind(0)).unwrap();
+    x.unmap_pirq(d, p).unwrap();
+    assert!(nvme.msix_vector_masked(0), "unmapped: masked");
+    stop();
+}
+
+/// The guest-side view of a device table whose entries a previous user left unmasked.
+fn nvme_unmask_all(nvme: &EmulatedNvme) {
+    for e in 0..4 {
+        machine::MachineDevice::xen_set_vector_mask(nvme, e, false);
+    }
+}
