@@ -54,7 +54,7 @@ echo "xen-e2e: booting Xen under QEMU/TCG for: ${scenarios[*]} (about 2-4 minute
 set +e
 # -cpu max without RDTSCP (TCG mis-emulates it for HVM guests) and without SMAP/SMEP (a
 # PV dom0 crashes in Xen's bounce-frame code under TCG); VT-d with interrupt remapping.
-timeout "${XENPT_E2E_TIMEOUT:-1200}" qemu-system-x86_64 -accel tcg,thread=multi -machine q35 \
+timeout "${XENPT_E2E_TIMEOUT:-1800}" qemu-system-x86_64 -accel tcg,thread=multi -machine q35 \
     -cpu max,-rdtscp,-smap,-smep -smp 2 -m 3072 -display none -monitor none -no-reboot \
     -serial "file:$serial" -device intel-iommu,intremap=on \
     -kernel "$out/xen" \
