@@ -5,7 +5,9 @@
 # own Linux nvme driver uses it. Prints one line per scenario and a summary; exits 0 only
 # if every required scenario passed. Logs: $XENPT_E2E_LOGS (default /tmp/xenpt-e2e-logs).
 #
-#   tools/xen-e2e/run.sh [scenario ...]     default: all three below
+#   tools/xen-e2e/run.sh [scenario ...]     default: all five below
+#   tools/xen-e2e/run.sh --report [scenario ...]
+#                                           print the summary of the last run again from its logs
 #
 # Scenarios: xenpt-hvm (required: guest kernel with nopv, native MSI-X), xenpt-hvm-pvhvm
 # (required: the default Linux HVM guest, PV-on-HVM, Xen's pirq MSI-X path), xenpt-death
@@ -19,52 +21,57 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 logs=${XENPT_E2E_LOGS:-/tmp/xenpt-e2e-logs}
+report_only=0
+if [ "${1:-}" = --report ]; then report_only=1; shift; fi
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(xenpt-hvm xenpt-hvm-pvhvm xenpt-death xenpt-intx qemu-hvm)
 required=(xenpt-hvm xenpt-hvm-pvhvm xenpt-death)
 start=$(date +%s)
 mkdir -p "$logs"
 
-need=()
-for p in qemu-system-x86_64:qemu-system-x86 debootstrap:debootstrap mke2fs:e2fsprogs cpio:cpio; do
-    command -v "${p%%:*}" >/dev/null 2>&1 || need+=("${p##*:}")
-done
-[ -x /bin/busybox ] && file /bin/busybox 2>/dev/null | grep -q static || need+=(busybox-static)
-if [ ${#need[@]} -gt 0 ]; then
-    echo "xen-e2e: installing ${need[*]}"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-
-timeout 900 "$here/build.sh"
-out=$(cat "${XENPT_E2E_CACHE:-/var/tmp/xenpt-e2e}/current")
-(cd "$top" && cargo build --release -q)
-install -m755 "$top/target/release/xenpt" "$out/rootfs/usr/local/bin/xenpt"
-install -m755 "$here/dom0-init.sh" "$out/rootfs/sbin/xenpt-e2e-init"
-install -m755 "$here/guest-init.sh" "$out/guest-root/init"
-(cd "$out/guest-root" && find . | cpio -o -H newc --quiet | gzip -9) > "$out/rootfs/root/guest/guest-initrd.gz"
-img=$logs/rootfs.img
-rm -f "$img"
-mke2fs -q -t ext4 -L root -d "$out/rootfs" "$img" 3G
-truncate -s 256M "$logs/nvme.img"
-printf "NVME-DISK-MARKER-1234567890\n" | dd of="$logs/nvme.img" conv=notrunc status=none
-
 serial=$logs/serial.log
-sc_arg=$(IFS=:; echo "${scenarios[*]}")
-echo "xen-e2e: booting Xen under QEMU/TCG for: ${scenarios[*]} (about 2-4 minutes)"
-set +e
-# -cpu max without RDTSCP (TCG mis-emulates it for HVM guests) and without SMAP/SMEP (a
-# PV dom0 crashes in Xen's bounce-frame code under TCG); VT-d with interrupt remapping.
-timeout "${XENPT_E2E_TIMEOUT:-1800}" qemu-system-x86_64 -accel tcg,thread=multi -machine q35 \
-    -cpu max,-rdtscp,-smap,-smep -smp 2 -m 3072 -display none -monitor none -no-reboot \
-    -serial "file:$serial" -device intel-iommu,intremap=on \
-    -kernel "$out/xen" \
-    -append "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M loglvl=all guest_loglvl=all" \
-    -initrd "$out/vmlinuz root=/dev/vda rw console=hvc0 earlyprintk=xen init=/sbin/xenpt-e2e-init xenpt.scenarios=$sc_arg,$out/initrd.img" \
-    -drive "file=$img,if=none,id=root,format=raw" -device virtio-blk-pci,drive=root \
-    -drive "file=$logs/nvme.img,if=none,id=nvm,format=raw" -device nvme,serial=deadbeef01,drive=nvm \
-    -net none -snapshot
-qrc=$?
-set -e
+qrc=0
+if [ $report_only = 0 ]; then
+    need=()
+    for p in qemu-system-x86_64:qemu-system-x86 debootstrap:debootstrap mke2fs:e2fsprogs cpio:cpio; do
+        command -v "${p%%:*}" >/dev/null 2>&1 || need+=("${p##*:}")
+    done
+    [ -x /bin/busybox ] && file /bin/busybox 2>/dev/null | grep -q static || need+=(busybox-static)
+    if [ ${#need[@]} -gt 0 ]; then
+        echo "xen-e2e: installing ${need[*]}"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    fi
+
+    timeout 900 "$here/build.sh"
+    out=$(cat "${XENPT_E2E_CACHE:-/var/tmp/xenpt-e2e}/current")
+    (cd "$top" && cargo build --release -q)
+    install -m755 "$top/target/release/xenpt" "$out/rootfs/usr/local/bin/xenpt"
+    install -m755 "$here/dom0-init.sh" "$out/rootfs/sbin/xenpt-e2e-init"
+    install -m755 "$here/guest-init.sh" "$out/guest-root/init"
+    (cd "$out/guest-root" && find . | cpio -o -H newc --quiet | gzip -9) > "$out/rootfs/root/guest/guest-initrd.gz"
+    img=$logs/rootfs.img
+    rm -f "$img"
+    mke2fs -q -t ext4 -L root -d "$out/rootfs" "$img" 3G
+    truncate -s 256M "$logs/nvme.img"
+    printf "NVME-DISK-MARKER-1234567890\n" | dd of="$logs/nvme.img" conv=notrunc status=none
+
+    sc_arg=$(IFS=:; echo "${scenarios[*]}")
+    echo "xen-e2e: booting Xen under QEMU/TCG for: ${scenarios[*]} (about 2-4 minutes)"
+    set +e
+    # -cpu max without RDTSCP (TCG mis-emulates it for HVM guests) and without SMAP/SMEP (a
+    # PV dom0 crashes in Xen's bounce-frame code under TCG); VT-d with interrupt remapping.
+    timeout "${XENPT_E2E_TIMEOUT:-1800}" qemu-system-x86_64 -accel tcg,thread=multi -machine q35 \
+        -cpu max,-rdtscp,-smap,-smep -smp 2 -m 3072 -display none -monitor none -no-reboot \
+        -serial "file:$serial" -device intel-iommu,intremap=on \
+        -kernel "$out/xen" \
+        -append "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M loglvl=all guest_loglvl=all" \
+        -initrd "$out/vmlinuz root=/dev/vda rw console=hvc0 earlyprintk=xen init=/sbin/xenpt-e2e-init xenpt.scenarios=$sc_arg,$out/initrd.img" \
+        -drive "file=$img,if=none,id=root,format=raw" -device virtio-blk-pci,drive=root \
+        -drive "file=$logs/nvme.img,if=none,id=nvm,format=raw" -device nvme,serial=deadbeef01,drive=nvm \
+        -net none -snapshot
+    qrc=$?
+    set -e
+fi
 grep -a '^E2E' "$serial" > "$logs/results.txt" || true
 fail=0
 echo
@@ -94,7 +101,7 @@ if [ -f "$logs/xenpt-hvm.config.txt" ] && [ -f "$logs/qemu-hvm.config.txt" ]; th
     done
 fi
 # Side-by-side figures: xenpt against QEMU's xen_pt on the same device in the same boot.
-fig() { grep -a "^E2E $1 $2 INFO " "$serial" | tail -1 | tr -d '\r' | cut -d' ' -f5-; }
+fig() { { grep -a "^E2E $1 $2 INFO " "$serial" || true; } | tail -1 | tr -d '\r' | cut -d' ' -f5-; }
 num() { fig "$1" "$2" | awk '{print $1}'; }
 echo "xen-e2e: figures (same boot, same device, 1 vCPU guests):"
 for sc in "${scenarios[@]}"; do
