@@ -8,7 +8,7 @@ use crate::device::DeviceOptions;
 use crate::host::sysfs::SysfsDevice;
 use crate::host::{BarKind, HostDevice, HostError};
 use crate::ioreq::event_loop::{EventLoop, LoopError, StopReason};
-use crate::pci::{Sbdf, PAGE_SHIFT};
+use crate::pci::{Sbdf, CAP_ID_MSI, CAP_ID_MSIX, PAGE_SHIFT};
 use crate::runner::{self, StartError};
 use crate::xen::privcmd::{OpenError, PrivcmdXen};
 use crate::xen::{DomId, GuestKind, Xen, XenError};
@@ -100,6 +100,12 @@ pub enum RunError {
         "{sbdf} is bound to driver {driver:?}, not pciback: make it assignable first with `xl pci-assignable-add {sbdf}`"
     )]
     NotAssignable { sbdf: Sbdf, driver: String },
+    #[error(
+        "{sbdf} still has {what} set by a previous owner: the function was not reset. Reset it before \
+         passing it through (`echo 1 > /sys/bus/pci/devices/{sbdf}/reset`, or `xl pci-assignable-remove {sbdf}` \
+         then `xl pci-assignable-add {sbdf}`, which resets it through pciback)"
+    )]
+    NotReset { sbdf: Sbdf, what: &'static str },
     #[error("domain {domid}: {source}")]
     Domain { domid: DomId, source: XenError },
     #[error(transparent)]
@@ -190,6 +196,35 @@ pub fn undo_assign(xen: &mut dyn Xen, domid: DomId, sbdf: Sbdf, g: &Granted) {
     }
 }
 
+/// Fail closed on a function a previous owner left with MSI or MSI-X enabled (or MSI-X
+/// function-masked and enabled): its vectors may still point at another guest's interrupt
+/// handling and its state is unknown. pciback's reset (and xenpt's own teardown) clear
+/// these. Memory/I/O decode left on is normal after pciback and is not a sign of a
+/// missing reset (xenpt keeps the host's decode on anyway); bus mastering a previous owner
+/// left on is turned off at start-up (the guest turns it back on).
+pub fn check_reset(host: &dyn HostDevice) -> Result<(), RunError> {
+    let mut cfg = [0u8; 256];
+    for i in (0..256).step_by(4) {
+        let v = host.config_read(i as u16, 4)?;
+        cfg[i..i + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    let (caps, _) = crate::config_space::caps::walk(&cfg);
+    for (id, off) in caps {
+        let o = off as usize;
+        if o + 4 > cfg.len() {
+            continue;
+        }
+        let ctrl = u16::from_le_bytes([cfg[o + 2], cfg[o + 3]]);
+        let what = match id {
+            CAP_ID_MSI if ctrl & 1 != 0 => "MSI Enable",
+            CAP_ID_MSIX if ctrl & 0x8000 != 0 => "MSI-X Enable",
+            _ => continue,
+        };
+        return Err(RunError::NotReset { sbdf: host.sbdf(), what });
+    }
+    Ok(())
+}
+
 /// Run until a termination signal; returns why the loop stopped.
 pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
     // Every line this process logs names its device and domain.
@@ -208,6 +243,7 @@ pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
     let info = xen.domain_info(args.domid).map_err(|source| RunError::Domain { domid: args.domid, source })?;
     let profile = args.profile.unwrap_or(if info.kind == GuestKind::Pvh { Profile::Pvh } else { Profile::Hvm });
     let host = SysfsDevice::open(args.sbdf, true)?;
+    check_reset(&host)?;
     let mut granted = Granted::default();
     if args.assign {
         if let Err(e) = do_assign(&mut xen, args.domid, &host, &mut granted) {
@@ -318,4 +354,46 @@ pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
     }
     undo_assign(&mut xen, args.domid, args.sbdf, &granted);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::dump::DumpDevice;
+
+    fn corpus(name: &str) -> DumpDevice {
+        let p = format!("{}/../shared/pci-corpus/{name}", env!("CARGO_MANIFEST_DIR"));
+        DumpDevice::from_text(&std::fs::read_to_string(&p).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_function_left_with_msi_or_msix_enabled_is_refused_until_reset() {
+        // Dumps taken from running machines: their drivers had interrupts enabled.
+        let xg5 = corpus("1179_0116_xg5-nvme-ssd-controller.lspci");
+        let msix_on = xg5.config_read(0xb2, 2).unwrap() & 0x8000 != 0;
+        match check_reset(&xg5) {
+            Err(RunError::NotReset { what, .. }) => {
+                assert_eq!(what, if msix_on { "MSI-X Enable" } else { "MSI Enable" })
+            }
+            other => panic!("a live NVMe dump was accepted: {other:?}"),
+        }
+        let msg = check_reset(&xg5).unwrap_err().to_string();
+        assert!(msg.contains("not reset") && msg.contains("/reset") && msg.contains("xl pci-assignable-add"), "{msg}");
+        // The same function after a reset (enables clear) passes.
+        let text = std::fs::read_to_string(format!(
+            "{}/../shared/pci-corpus/1179_0116_xg5-nvme-ssd-controller.lspci",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let (sbdf, desc, mut bytes) = crate::host::dump::parse_dump(&text).unwrap();
+        let (caps, _) = crate::config_space::caps::walk(&bytes);
+        for (id, off) in caps {
+            if id == CAP_ID_MSI || id == CAP_ID_MSIX {
+                bytes[off as usize + 2] &= !1;
+                bytes[off as usize + 3] &= !0x80;
+            }
+        }
+        let fresh = DumpDevice::from_text(&crate::host::dump::format_dump(sbdf, &desc, &bytes)).unwrap();
+        assert!(check_reset(&fresh).is_ok());
+    }
 }

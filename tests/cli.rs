@@ -95,3 +95,36 @@ fn guest_view_of_a_real_device_never_writes_it() {
         assert!(err.contains(&sbdf), "{err}");
     }
 }
+
+/// tools/xenpt-xl-pci turns an xl.cfg pci= entry into the `xenpt run` command line.
+#[test]
+fn the_xl_pci_launcher_translates_pci_entries() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/xenpt-xl-pci");
+    let run = |args: &[&str]| {
+        let out = Command::new("bash").arg(script).args(args).output().expect("bash");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["--dry-run", "--domain", "7", "03:00.0@0x05,permissive=1,msitranslate=1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out.trim(),
+        "xenpt run --sbdf 0000:03:00.0 --assign --permissive --guest-slot 5 --domid 7 \
+         --pidfile /run/xenpt/7-0000:03:00.0.pid --ready-fd 3"
+    );
+    assert!(err.contains("msitranslate= is a QEMU option"), "{err}");
+    let (code, out, _) =
+        run(&["--dry-run", "--domain", "7", "0000:0A:1f.7,vslot=1f,seize=1", "--", "--profile", "pvh"]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("xl pci-assignable-add 0000:0a:1f.7\n"), "{out}");
+    assert!(out.contains("--guest-slot 31") && out.trim_end().ends_with("--profile pvh"), "{out}");
+    for bad in ["03:00.0,bogus=1", "03:00.0,permissive=2", "3:0.0", "03:00.0@40"] {
+        let (code, _, err) = run(&["--dry-run", "--domain", "7", bad]);
+        assert_eq!(code, Some(2), "{bad} accepted");
+        assert!(err.starts_with("xenpt-xl-pci: "), "{err}");
+    }
+    assert_eq!(run(&["--dry-run", "03:00.0"]).0, Some(2), "--domain is required");
+}
