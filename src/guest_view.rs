@@ -127,6 +127,12 @@ pub fn from_dump(path: &str, profile: Profile, slot: u8, format: Format) -> Resu
     guest_view_as(Box::new(dev), profile, slot, format)
 }
 
+/// As [`from_sysfs`], reading the function through VFIO (bound to vfio-pci).
+pub fn from_vfio(sbdf: Sbdf, profile: Profile, slot: u8, format: Format) -> Result<(String, Vec<String>), ViewError> {
+    let dev = crate::host::vfio::VfioDevice::open(sbdf, false)?;
+    guest_view_as(Box::new(dev), profile, slot, format)
+}
+
 pub fn from_sysfs(sbdf: Sbdf, profile: Profile, slot: u8, format: Format) -> Result<(String, Vec<String>), ViewError> {
     let dev = SysfsDevice::open(sbdf, false)?;
     guest_view_as(Box::new(dev), profile, slot, format)

@@ -78,6 +78,9 @@ enum Cmd {
         /// An `lspci -xxx` or `-xxxx` dump file instead of a live device.
         #[arg(long)]
         dump: Option<String>,
+        /// Read the live device through VFIO (bound to vfio-pci) instead of sysfs.
+        #[arg(long, requires = "sbdf")]
+        vfio: bool,
         #[arg(long, value_enum, default_value = "hvm")]
         profile: Profile,
         /// Guest slot on bus 0.
@@ -104,6 +107,20 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// What xenpt knows about a host function before passing it through: its name and IDs,
+    /// BARs (from sysfs `resource`), and with --vfio what VFIO reports (group, regions,
+    /// MSI/MSI-X vector counts, reset support). Read-only unless --reset is given.
+    HostInfo {
+        /// Host PCI function, e.g. 0000:03:00.0.
+        #[arg(long)]
+        sbdf: xenpt::pci::Sbdf,
+        /// Open it through VFIO (bound to vfio-pci).
+        #[arg(long)]
+        vfio: bool,
+        /// With --vfio: reset the function (VFIO_DEVICE_RESET) and report it.
+        #[arg(long, requires = "vfio")]
+        reset: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -121,9 +138,10 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAIL)
             }
         }
-        Cmd::GuestView { sbdf, dump, profile, guest_slot, format } => {
+        Cmd::GuestView { sbdf, dump, vfio, profile, guest_slot, format } => {
             let r = match (sbdf, dump) {
                 (_, Some(path)) => xenpt::guest_view::from_dump(&path, profile, guest_slot, format),
+                (Some(s), None) if vfio => xenpt::guest_view::from_vfio(s, profile, guest_slot, format),
                 (Some(s), None) => xenpt::guest_view::from_sysfs(s, profile, guest_slot, format),
                 (None, None) => unreachable!("clap requires one of --sbdf and --dump"),
             };
@@ -141,6 +159,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::HostInfo { sbdf, vfio, reset } => match host_info(sbdf, vfio, reset) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("xenpt host-info: {e}");
+                ExitCode::from(EXIT_FAIL)
+            }
+        },
         Cmd::Console { path, command } => {
             let res = if command.is_empty() {
                 xenpt::console::client::interactive(&path).map(|_| true)
@@ -174,4 +202,45 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn host_info(sbdf: xenpt::pci::Sbdf, vfio: bool, reset: bool) -> Result<String, xenpt::host::HostError> {
+    use xenpt::host::HostDevice;
+    let (dev, extra): (Box<dyn HostDevice>, String) = if vfio {
+        let d = xenpt::host::vfio::VfioDevice::open(sbdf, false)?;
+        let mut extra = format!("vfio: {}", xenpt::host::vfio::describe(d.info()));
+        if reset {
+            d.reset()?;
+            extra.push_str("reset: done (VFIO_DEVICE_RESET)\n");
+        }
+        (Box::new(d), extra)
+    } else {
+        (Box::new(xenpt::host::sysfs::SysfsDevice::open(sbdf, false)?), String::new())
+    };
+    let ids = dev.ids()?;
+    let names = xenpt::names::lookup(&ids);
+    let mut s = format!(
+        "{sbdf} [{:04x}:{:04x}] {} (subsystem [{:04x}:{:04x}], rev {:#04x}; names: {})\n",
+        ids.vendor,
+        ids.device,
+        names.describe(&ids),
+        ids.subsys_vendor,
+        ids.subsys_device,
+        ids.revision,
+        names.source
+    );
+    s.push_str(&format!("backend: {}, config space {} bytes, IRQ {:?}\n", dev.backend(), dev.config_size(), dev.irq()));
+    let res = dev.resources()?;
+    for b in res.bars.iter().flatten().chain(res.rom.iter()) {
+        let name = if b.index == 6 { "ROM".to_string() } else { format!("BAR{}", b.index) };
+        s.push_str(&format!(
+            "{name}: {:?} at {:#x}, {:#x} bytes{}\n",
+            b.kind,
+            b.base,
+            b.size,
+            if b.prefetchable { ", prefetchable" } else { "" }
+        ));
+    }
+    s.push_str(&extra);
+    Ok(s)
 }

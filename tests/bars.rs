@@ -83,10 +83,15 @@ impl Rig {
     /// The emulated NVMe controller (BAR0 16 KiB at 0xfe000000, MSI-X table at 0x2000, PBA
     /// at 0x3000), plugged into the machine and assigned the way `xl pci-attach` does.
     fn nvme() -> Rig {
+        Rig::nvme_in(GuestKind::Hvm)
+    }
+
+    /// The same, for a guest of the given kind (the profile follows it).
+    fn nvme_in(kind: GuestKind) -> Rig {
         let sim = Sim::default();
         let nvme = EmulatedNvme::new(NVME_SBDF, NVME_BAR0, 16);
         sim.add_device(Arc::new(nvme.clone()));
-        let domid = sim.create_domain(GuestKind::Hvm, 1, 1 << 20);
+        let domid = sim.create_domain(kind, 1, 1 << 20);
         sim.assign_device(domid, NVME_SBDF).unwrap();
         let xen = sim.xen();
         Rig::build(sim, xen, domid, Box::new(nvme.host()), Some(nvme))
@@ -115,10 +120,11 @@ impl Rig {
         let server = xen.create_ioreq_server(domid, BufIoreq::Off).unwrap();
         xen.map_ioreq_pages(domid, server).unwrap();
         xen.set_ioreq_server_state(domid, server, true).unwrap();
+        let pvh = xen.domain_info(domid).unwrap().kind == GuestKind::Pvh;
         let opts = DeviceOptions {
             domid,
             guest_sbdf: Sbdf::new(0, 0, 4, 0),
-            profile: Profile::Hvm,
+            profile: if pvh { Profile::Pvh } else { Profile::Hvm },
             permissive: false,
             read_only_host: false,
         };
@@ -331,6 +337,39 @@ fn firmware_bring_up_maps_once_on_decode_on() {
     assert_eq!(r.sim.guest(r.domid).mmio_read(0, 0xf000_0000 + REG_VS, 4).unwrap(), vs);
 
     assert_eq!(r.teardown(), [untrap(0xf000_2000, 0x2000), mm(0xf0000, 0xfe000, 2, false)]);
+}
+
+/// A PVH guest's BARs are mapped exactly as an HVM guest's: the same p2m operations, the
+/// same trapped MSI-X pages, the same unmap-first move (the profiles differ in interrupts
+/// and the host bridge, not in BARs).
+#[test]
+fn a_pvh_guest_gets_the_same_bar_mappings_moves_and_teardown_as_an_hvm_guest() {
+    let script = |r: &mut Rig| {
+        let mut seen = Vec::new();
+        nvme_up(r, 0xf000_0000);
+        seen.push(r.ops());
+        r.w(0x10, 4, 0xe000_0004); // moved with decode on: the low half alone commits nothing
+        r.w(0x14, 4, 0); // the upper half commits the move
+        seen.push(r.ops());
+        r.check();
+        r.check_frames_are_own();
+        seen.push(r.teardown());
+        seen
+    };
+    let hvm = script(&mut Rig::nvme());
+    let mut pvh_rig = Rig::nvme_in(GuestKind::Pvh);
+    assert_eq!(pvh_rig.dm.opts.profile, Profile::Pvh);
+    let pvh = script(&mut pvh_rig);
+    assert_eq!(pvh, hvm);
+    assert_eq!(
+        pvh[1],
+        [
+            untrap(0xf000_2000, 0x2000),
+            mm(0xf0000, 0xfe000, 2, false),
+            mm(0xe0000, 0xfe000, 2, true),
+            trap(0xe000_2000, 0x2000)
+        ]
+    );
 }
 
 #[test]

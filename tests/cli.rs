@@ -128,3 +128,19 @@ fn the_xl_pci_launcher_translates_pci_entries() {
     }
     assert_eq!(run(&["--dry-run", "03:00.0"]).0, Some(2), "--domain is required");
 }
+
+/// `host-info` describes a function read-only; through VFIO it needs the function bound to
+/// vfio-pci and says how to bind it (the machine's own devices never are).
+#[test]
+fn host_info_reads_a_device_and_vfio_says_how_to_bind_it() {
+    let dev = std::fs::read_dir("/sys/bus/pci/devices").unwrap().filter_map(|e| e.ok()).next().unwrap();
+    let sbdf = dev.file_name().to_string_lossy().to_string();
+    let (code, out, err) = xenpt(&["host-info", "--sbdf", &sbdf]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with(&sbdf) && out.contains("backend: sysfs"), "{out}");
+    let (code, _, err) = xenpt(&["host-info", "--sbdf", &sbdf, "--vfio"]);
+    assert_eq!(code, 1);
+    assert!(err.contains(&sbdf) && err.contains("not vfio-pci") && err.contains("driver_override"), "{err}");
+    let (code, _, err) = xenpt(&["host-info", "--sbdf", &sbdf, "--reset"]);
+    assert_eq!(code, 2, "--reset needs --vfio: {err}");
+}

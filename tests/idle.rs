@@ -1,5 +1,5 @@
 //! The idle budget: while the guest does nothing, xenpt's event loop does not wake up at
-//! all (no timers, no polling). Measured over 2 s after a full NVMe bring-up.
+//! all (no timers, no polling). Measured over 10 s after a full NVMe bring-up (issue 10 asks for 10 s).
 
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
@@ -57,9 +57,9 @@ fn an_idle_guest_costs_zero_wakeups() {
     // How many wake-ups the bring-up took depends on scheduling (a loop that is already
     // awake drains every request queued meanwhile), so only the idle window is counted.
     let busy = wakeups.load(Ordering::Relaxed);
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(10));
     let idle = wakeups.load(Ordering::Relaxed) - busy;
-    assert_eq!(idle, 0, "{idle} wake-ups in 2 s with the guest idle");
+    assert_eq!(idle, 0, "{idle} wake-ups in 10 s with the guest idle");
     // The counter does count: the loop is blocked now, so one guest access must wake it.
     let guest = sim.guest(d);
     let vendor = guest.cfg_read(0, Sbdf::new(0, 0, 4, 0), 0, 2).unwrap();

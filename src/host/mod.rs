@@ -8,6 +8,7 @@
 pub mod dump;
 pub mod nvme;
 pub mod sysfs;
+pub mod vfio;
 
 use crate::pci::Sbdf;
 
