@@ -392,7 +392,7 @@ pub fn describe(info: &VfioInfo) -> String {
     for (i, r) in info.regions.iter().enumerate().filter(|(_, r)| r.size != 0) {
         let name = if i == 6 { "ROM".to_string() } else { format!("BAR{i}") };
         s.push_str(&format!(
-            "{name}: {:#x} bytes{}{}\n",
+            "  region {name}: {:#x} bytes{}{}\n",
             r.size,
             if r.flags & VFIO_REGION_INFO_FLAG_READ != 0 { ", read" } else { "" },
             if r.flags & VFIO_REGION_INFO_FLAG_WRITE != 0 { ", write" } else { "" },

@@ -30,7 +30,7 @@ timeout "${XENPT_VFIO_TIMEOUT:-600}" qemu-system-x86_64 -accel tcg,thread=multi 
     -display none -monitor none -no-reboot -serial "file:$serial" \
     -device intel-iommu,intremap=on \
     -kernel "$out/vmlinuz" -initrd "$out/initrd.img" \
-    -append "console=ttyS0 root=/dev/vda rw intel_iommu=on init=/sbin/xenpt-vfio-init" \
+    -append "console=ttyS0 root=/dev/vda rw intel_iommu=on panic=-1 init=/sbin/xenpt-vfio-init" \
     -drive "file=$logs/rootfs.img,if=none,id=root,format=raw" -device virtio-blk-pci,drive=root \
     -drive "file=$logs/nvme.img,if=none,id=nvm,format=raw" -device nvme,serial=vfio0001,drive=nvm \
     -net none

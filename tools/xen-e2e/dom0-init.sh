@@ -20,6 +20,11 @@ NVME=$(for d in /sys/bus/pci/devices/*; do [ "$(cat $d/class)" = 0x010802 ] && b
 $XL pci-assignable-add "$NVME" >/dev/null 2>&1
 drv=$(basename "$(readlink /sys/bus/pci/devices/$NVME/driver)")
 [ "$drv" = pciback ] && res setup assignable PASS "$NVME bound to pciback" || res setup assignable FAIL "$NVME bound to $drv"
+# VFIO in this dom0 (issue 8): Xen owns the IOMMU, so dom0 has no IOMMU groups, and
+# Debian's kernel has no no-IOMMU mode to fall back on.
+noiommu=$(grep -h '^CONFIG_VFIO_NOIOMMU\|CONFIG_VFIO_NOIOMMU is not set' /boot/config-* 2>/dev/null | head -1)
+[ -e /sys/bus/pci/devices/$NVME/iommu_group ] && grp=yes || grp=no
+res setup vfio-in-dom0 INFO "iommu_group for $NVME: $grp; kernel: ${noiommu:-no config found}"
 ARGS=$(cat /proc/cmdline)
 scenarios=$(echo "$ARGS" | tr ' ' '\n' | sed -n 's/^xenpt.scenarios=//p' | tr ':' ' ')
 
