@@ -106,6 +106,15 @@ probe_timer() { # scenario name
     ) &
 }
 
+# Start xenpt for domain $2 in the background (pid in XPID) and wait for its ready line.
+start_xenpt() { # scenario domid
+    rm -f /tmp/ready
+    /usr/local/bin/xenpt --log-level info run --domid $2 --sbdf $NVME --assign --ready-fd 3 3>/tmp/ready 2>/tmp/$1-xenpt.log &
+    XPID=$!
+    for i in $(seq 1 100); do [ -s /tmp/ready ] && break; kill -0 $XPID 2>/dev/null || break; sleep 0.2; done
+    if [ -s /tmp/ready ]; then res $1 xenpt-ready PASS "$(cat /tmp/ready)"; else res $1 xenpt-ready FAIL "$(tail -3 /tmp/$1-xenpt.log | tr '\n' ' ')"; fi
+}
+
 run_xenpt() { # scenario guest-extra [type]
     local sc=$1 name=$1
     guest_cfg "$name" "$2" "" "${3:-hvm}"
