@@ -131,6 +131,8 @@ impl DeviceModel {
         let mut cfg = ConfigSpace::new(sbdf, size.max(CONFIG_SPACE_SIZE));
         cfg.set_permissive(opts.permissive);
         let caps = caps::build(&mut cfg, &host_cfg, &resources, opts.profile);
+        let layout = caps.clone();
+        cfg.set_register_names(Box::new(move |off| crate::console::view::register_name(&layout, off)));
         let inputs = HeaderInputs {
             host_cfg: &host_cfg,
             ids,

@@ -78,9 +78,9 @@ enum Cmd {
         /// An `lspci -xxx` or `-xxxx` dump file instead of a live device.
         #[arg(long)]
         dump: Option<String>,
-        /// Read the live device through VFIO (bound to vfio-pci) instead of sysfs.
-        #[arg(long, requires = "sbdf")]
-        vfio: bool,
+        /// How to read the live device: sysfs (default) or vfio (bound to vfio-pci).
+        #[arg(long, value_enum, default_value = "sysfs", requires = "sbdf")]
+        backend: xenpt::host::Backend,
         #[arg(long, value_enum, default_value = "hvm")]
         profile: Profile,
         /// Guest slot on bus 0.
@@ -108,17 +108,17 @@ enum Cmd {
         command: Vec<String>,
     },
     /// What xenpt knows about a host function before passing it through: its name and IDs,
-    /// BARs (from sysfs `resource`), and with --vfio what VFIO reports (group, regions,
-    /// MSI/MSI-X vector counts, reset support). Read-only unless --reset is given.
+    /// BARs (from sysfs `resource`), and with --backend vfio what VFIO reports (group,
+    /// regions, MSI/MSI-X vector counts, reset support). Read-only unless --reset is given.
     HostInfo {
         /// Host PCI function, e.g. 0000:03:00.0.
         #[arg(long)]
         sbdf: xenpt::pci::Sbdf,
-        /// Open it through VFIO (bound to vfio-pci).
+        /// sysfs (default) or vfio (bound to vfio-pci).
+        #[arg(long, value_enum, default_value = "sysfs")]
+        backend: xenpt::host::Backend,
+        /// With --backend vfio: reset the function (VFIO_DEVICE_RESET) and report it.
         #[arg(long)]
-        vfio: bool,
-        /// With --vfio: reset the function (VFIO_DEVICE_RESET) and report it.
-        #[arg(long, requires = "vfio")]
         reset: bool,
     },
 }
@@ -138,10 +138,12 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAIL)
             }
         }
-        Cmd::GuestView { sbdf, dump, vfio, profile, guest_slot, format } => {
+        Cmd::GuestView { sbdf, dump, backend, profile, guest_slot, format } => {
             let r = match (sbdf, dump) {
                 (_, Some(path)) => xenpt::guest_view::from_dump(&path, profile, guest_slot, format),
-                (Some(s), None) if vfio => xenpt::guest_view::from_vfio(s, profile, guest_slot, format),
+                (Some(s), None) if backend == xenpt::host::Backend::Vfio => {
+                    xenpt::guest_view::from_vfio(s, profile, guest_slot, format)
+                }
                 (Some(s), None) => xenpt::guest_view::from_sysfs(s, profile, guest_slot, format),
                 (None, None) => unreachable!("clap requires one of --sbdf and --dump"),
             };
@@ -159,7 +161,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::HostInfo { sbdf, vfio, reset } => match host_info(sbdf, vfio, reset) {
+        Cmd::HostInfo { sbdf, backend, reset } => match host_info(sbdf, backend == xenpt::host::Backend::Vfio, reset) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS
@@ -206,6 +208,13 @@ fn main() -> ExitCode {
 
 fn host_info(sbdf: xenpt::pci::Sbdf, vfio: bool, reset: bool) -> Result<String, xenpt::host::HostError> {
     use xenpt::host::HostDevice;
+    if reset && !vfio {
+        return Err(xenpt::host::HostError::Unsupported {
+            sbdf,
+            backend: "sysfs",
+            what: "--reset (use --backend vfio)",
+        });
+    }
     let (dev, extra): (Box<dyn HostDevice>, String) = if vfio {
         let d = xenpt::host::vfio::VfioDevice::open(sbdf, false)?;
         let mut extra = format!("vfio: {}", xenpt::host::vfio::describe(d.info()));

@@ -34,6 +34,12 @@ pub struct RunArgs {
     /// serving function 0 of a slot when other xenpt processes serve functions 1-7 there.
     #[arg(long)]
     pub multifunction: bool,
+    /// How to reach the host function: sysfs (default; bound to pciback) or vfio (bound
+    /// to vfio-pci: BAR contents through VFIO regions, VFIO reset at start and exit;
+    /// config space still through sysfs, because VFIO's config region virtualises the
+    /// MSI/MSI-X and INTx-disable bits xenpt must set on the device for Xen).
+    #[arg(long, value_enum, default_value = "sysfs")]
+    pub backend: crate::host::Backend,
     /// Guest profile; default from the domain's type.
     #[arg(long, value_enum)]
     pub profile: Option<Profile>,
@@ -237,16 +243,33 @@ pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
         if xen.buffers_from_device { "/dev/xen/hypercall" } else { "locked anonymous memory" }
     );
     let driver = driver_of(args.sbdf).unwrap_or_else(|| "none".into());
-    if !matches!(driver.as_str(), "pciback" | "xen-pciback") {
-        return Err(RunError::NotAssignable { sbdf: args.sbdf, driver });
+    let vfio = args.backend == crate::host::Backend::Vfio;
+    match (vfio, driver.as_str()) {
+        (false, "pciback" | "xen-pciback") | (true, "vfio-pci") => {}
+        (false, _) => return Err(RunError::NotAssignable { sbdf: args.sbdf, driver }),
+        (true, _) => {
+            return Err(RunError::Host(HostError::Invalid {
+                sbdf: args.sbdf,
+                what: format!("--backend vfio: bound to driver {driver:?}, not vfio-pci (`xenpt host-info --backend vfio` prints the commands to bind it)"),
+            }))
+        }
     }
     let info = xen.domain_info(args.domid).map_err(|source| RunError::Domain { domid: args.domid, source })?;
     let profile = args.profile.unwrap_or(if info.kind == GuestKind::Pvh { Profile::Pvh } else { Profile::Hvm });
-    let host = SysfsDevice::open(args.sbdf, true)?;
-    check_reset(&host)?;
+    let host: Box<dyn HostDevice> = if vfio {
+        let d = crate::host::vfio::VfioDevice::open_for_run(args.sbdf)?;
+        // A fresh start: the function as its reset leaves it (when VFIO can reset it).
+        if d.info().reset {
+            d.reset()?;
+        }
+        Box::new(d)
+    } else {
+        Box::new(SysfsDevice::open(args.sbdf, true)?)
+    };
+    check_reset(&*host)?;
     let mut granted = Granted::default();
     if args.assign {
-        if let Err(e) = do_assign(&mut xen, args.domid, &host, &mut granted) {
+        if let Err(e) = do_assign(&mut xen, args.domid, &*host, &mut granted) {
             undo_assign(&mut xen, args.domid, args.sbdf, &granted);
             return Err(RunError::Assign(e));
         }
@@ -259,7 +282,7 @@ pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
     }
     let _pidfile = PidFile::create(args.pidfile.as_ref())?;
     let bridge = profile == Profile::Pvh && !args.no_host_bridge;
-    let mut inst = match runner::start_with(&mut xen, Box::new(host), opts, bridge) {
+    let mut inst = match runner::start_with(&mut xen, host, opts, bridge) {
         Ok(i) => i,
         Err(e) => {
             undo_assign(&mut xen, args.domid, args.sbdf, &granted);
@@ -353,6 +376,13 @@ pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
         }
     }
     undo_assign(&mut xen, args.domid, args.sbdf, &granted);
+    // With VFIO the function is left as a reset leaves it for its next user.
+    if vfio {
+        match inst.device.host().reset() {
+            Ok(()) => tracing::info!("{} reset through VFIO", args.sbdf),
+            Err(e) => tracing::info!("no reset at exit: {e}"),
+        }
+    }
     result
 }
 

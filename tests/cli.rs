@@ -138,9 +138,10 @@ fn host_info_reads_a_device_and_vfio_says_how_to_bind_it() {
     let (code, out, err) = xenpt(&["host-info", "--sbdf", &sbdf]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with(&sbdf) && out.contains("backend: sysfs"), "{out}");
-    let (code, _, err) = xenpt(&["host-info", "--sbdf", &sbdf, "--vfio"]);
+    let (code, _, err) = xenpt(&["host-info", "--sbdf", &sbdf, "--backend", "vfio"]);
     assert_eq!(code, 1);
     assert!(err.contains(&sbdf) && err.contains("not vfio-pci") && err.contains("driver_override"), "{err}");
     let (code, _, err) = xenpt(&["host-info", "--sbdf", &sbdf, "--reset"]);
-    assert_eq!(code, 2, "--reset needs --vfio: {err}");
+    assert_eq!(code, 1);
+    assert!(err.contains("--backend vfio"), "--reset needs --backend vfio: {err}");
 }

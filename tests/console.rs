@@ -189,6 +189,14 @@ fn two_clients_inspect_a_live_device_and_lspci_reads_the_guest_view() {
         "{status}"
     );
 
+    assert!(
+        guest.starts_with(
+            "00:04.0 Non-Volatile memory controller: Red Hat, Inc. QEMU NVM Express Controller (xenpt guest view"
+        ),
+        "the dump's header names the device: {}",
+        guest.lines().next().unwrap_or_default()
+    );
+
     // Every programmed vector, with the pirq the simulator assigned to it.
     // (pirq 11 is the INTx line: GSI 11 mapped and bound at start-up.)
     let sim_pirqs: Vec<(u32, bool)> = x.sim.pirqs(x.domid).into_iter().filter(|&(p, _)| p != 11).collect();

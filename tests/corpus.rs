@@ -125,6 +125,18 @@ fn guest_views(profile: Profile) {
             assert_eq!(msi_shape(&out).as_ref(), Some(&h), "{name} ({profile:?}): MSI differs from the host:\n{out}");
             msi_kept += 1;
         }
+        // A host MSI or MSI-X capability is kept unless it is malformed on the host (a
+        // table outside its BAR, a capability overlapping the next): never by accident.
+        for (id, host_has) in [(0x05u8, msi_shape(&host).is_some()), (0x11, msix_shape(&host).is_some())] {
+            let cap = dm.caps.caps.iter().find(|c| c.id == id);
+            if host_has {
+                let why = cap.and_then(|c| c.hidden);
+                assert!(
+                    why.is_none_or(|w| w.contains("outside") || w.contains("malformed") || w.contains("overlaps")),
+                    "{name} ({profile:?}): capability {id:#x} hidden: {why:?}"
+                );
+            }
+        }
         if let Some(h) = msix_shape(&host) {
             if dm.caps.msix.is_some() {
                 assert_eq!(msix_shape(&out).as_ref(), Some(&h), "{name} ({profile:?}): MSI-X differs:\n{out}");
@@ -221,6 +233,9 @@ fn allowed(w: &HostWrite, msix_cap: Option<u16>, msi_cap: Option<u16>, pcie_cap:
     }
     if pcie_cap.is_some_and(|c| is(c + 8)) {
         return changed & !0x000f_0000 == 0; // PCIe Device Status: W1C error bits
+    }
+    if pcie_cap.is_some_and(|c| is(c + 0x10)) {
+        return changed & !0xc000_0000 == 0; // PCIe Link Status: W1C bandwidth-status bits
     }
     false
 }

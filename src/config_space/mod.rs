@@ -126,6 +126,9 @@ pub struct ConfigSpace {
     permissive: bool,
     /// Rate limit for guest-triggerable warnings (XSA-130).
     log: crate::log::RateLimit,
+    /// Names registers for log lines ("0x0f0 (device-specific)"); set by the device model,
+    /// which knows the capability layout.
+    register_names: Option<Box<dyn Fn(u16) -> String + Send>>,
     pub stats: ConfigStats,
 }
 
@@ -145,6 +148,7 @@ impl ConfigSpace {
             hooks: vec![None; n],
             permissive: false,
             log: crate::log::RateLimit::guest(),
+            register_names: None,
             stats: ConfigStats::default(),
         }
     }
@@ -184,6 +188,11 @@ impl ConfigSpace {
         for o in offset..offset + len {
             self.define(o, 1, Reg::constant(0));
         }
+    }
+
+    /// How log lines name a register (by dword offset).
+    pub fn set_register_names(&mut self, f: Box<dyn Fn(u16) -> String + Send>) {
+        self.register_names = Some(f);
     }
 
     pub fn set_hook(&mut self, offset: u16, hook: Hook) {
@@ -256,8 +265,10 @@ impl ConfigSpace {
                 let n = self.stats.dropped.entry((i * 4) as u16).or_insert(0);
                 *n += 1;
                 if *n == 1 {
+                    let name =
+                        self.register_names.as_ref().map(|f| format!(" ({})", f((i * 4) as u16))).unwrap_or_default();
                     tracing::warn!(target: "xenpt::config", device = %self.sbdf,
-                        "dropped guest write to {:#05x}: no policy lets it reach the device (XSA-131 default-deny; \
+                        "dropped guest write to {:#05x}{name}: no policy lets it reach the device (XSA-131 default-deny; \
                          logged once per register; --permissive lets such writes through, the xl.cfg permissive=1)",
                         i * 4);
                 }

@@ -244,6 +244,12 @@ fn xsa_131_writes_to_unknown_registers_are_dropped_unless_permissive() {
     assert_eq!(lines.len(), 2, "one line each for 0x064 and 0x068:\n{logged}");
     assert!(lines[0].contains("WARN") && lines[0].contains("0x064") && lines[0].contains("--permissive"), "{logged}");
     assert!(lines[1].contains("0x068"), "{logged}");
+    // With the register names the device model gives it, the line says what was written.
+    c.set_register_names(Box::new(|off| format!("register {off:#x}")));
+    let logged = capture_logs(|| {
+        c.write(&h, 0x70, 4, 1);
+    });
+    assert!(logged.contains("dropped guest write to 0x070 (register 0x70)"), "{logged}");
     c.set_permissive(true);
     c.write(&h, 0x60, 4, 0xdead_beef);
     assert_eq!(h.writes(), vec![(0x60, 4, 0xdead_beef)]);
@@ -367,8 +373,9 @@ fn pm_power_state_is_virtual() {
 /// Every dword of the emulated NVMe's config space, in both profiles: which bits are
 /// emulated, guest-writable and W1C, as the header table (header.rs), the capability
 /// files and the extended table (ext.rs) decide. A row is (offset, emulated, writable,
-/// W1C, what); dwords not listed are hidden or outside every capability (asserted below).
-const NVME_POLICY: [(u16, u32, u32, u32, &str); 33] = [
+/// W1C, what). The hidden PCIe slot/root registers are asserted after the table; the other
+/// dwords not listed (0x88-0x8f, 0xbc-0xff) lie outside every capability.
+const NVME_POLICY: [(u16, u32, u32, u32, &str); 37] = [
     (0x00, !0, 0, 0, "vendor/device: emulated from sysfs, read-only"),
     // Command: IO/MEM decode, parity, SERR, INTx-disable and reserved bits emulated; bus
     // master writable and passed through; IO decode not writable (no I/O BAR). Status:
@@ -392,7 +399,7 @@ const NVME_POLICY: [(u16, u32, u32, u32, &str); 33] = [
     (0x44, !0, 0, 0, "PCIe DevCap: emulated (FLR hidden)"),
     (0x48, 0x0000_ffff, 0x0000_7fff, 0x000f_0000, "DevCtl virtual; DevSta errors W1C to the host"),
     (0x4c, 0, 0, 0, "LnkCap: host, read-only"),
-    (0x50, 0x0000_ffff, 0x0000_0fc3, 0, "LnkCtl virtual; LnkSta host"),
+    (0x50, 0x0000_ffff, 0x0000_0fc3, 0xc000_0000, "LnkCtl virtual; LnkSta host, bandwidth status W1C to the host"),
     (0x64, 0, 0, 0, "DevCap2: host, read-only"),
     (0x68, 0x0000_ffff, 0x0000_ffff, 0, "DevCtl2 virtual"),
     (0x6c, 0, 0, 0, "LnkCap2: host, read-only"),
@@ -401,9 +408,13 @@ const NVME_POLICY: [(u16, u32, u32, u32, &str); 33] = [
     (0x84, !0, 0x0000_0103, 0x0000_8000, "PMCSR: power state and PME enable virtual, PME status W1C"),
     (0x90, !0, 0x0071_0000, 0, "MSI control: enable and multiple message enable"),
     (0x94, !0, 0xffff_fffc, 0, "MSI address"),
+    (0x98, !0, !0, 0, "MSI address high"),
     (0x9c, !0, 0x0000_ffff, 0, "MSI data"),
+    (0xa0, !0, !0, 0, "MSI mask bits: the guest's copy (Xen masks through bind/unbind)"),
     (0xa4, 0, 0, 0, "MSI pending: host"),
     (0xb0, !0, 0xc000_0000, 0, "MSI-X control: enable and function mask"),
+    (0xb4, !0, 0, 0, "MSI-X table offset/BIR: read-only"),
+    (0xb8, !0, 0, 0, "MSI-X PBA offset/BIR: read-only"),
     (0x108, !0, 0x07ff_f030, 0, "AER uncorrectable mask: emulated copy"),
 ];
 

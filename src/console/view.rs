@@ -153,15 +153,24 @@ fn host_bytes(dm: &DeviceModel) -> (Vec<u8>, usize) {
     (bytes, failed)
 }
 
+/// "Non-Volatile memory controller: Red Hat, Inc. QEMU NVM Express Controller", for dump
+/// headers (lspci -F ignores the text after the slot; people read it).
+fn device_name(dm: &DeviceModel) -> String {
+    match dm.host().ids() {
+        Ok(ids) => crate::names::lookup(&ids).describe(&ids),
+        Err(_) => "(IDs unreadable)".into(),
+    }
+}
+
 pub fn config_guest(dm: &mut DeviceModel) -> String {
     let bytes = guest_bytes(dm);
-    let desc = format!("xenpt guest view of {} (domain {})", dm.host_sbdf(), dm.opts.domid);
+    let desc = format!("{} (xenpt guest view of {}, domain {})", device_name(dm), dm.host_sbdf(), dm.opts.domid);
     format_dump(dm.opts.guest_sbdf, &desc, &bytes)
 }
 
 pub fn config_host(dm: &mut DeviceModel) -> String {
     let (bytes, failed) = host_bytes(dm);
-    let desc = format!("host function, {} backend", dm.host().backend());
+    let desc = format!("{} (host function, {} backend)", device_name(dm), dm.host().backend());
     let mut s = format_dump(dm.host_sbdf(), &desc, &bytes);
     if failed > 0 {
         // Not part of the dump format, so at the end where lspci -F stops reading anyway.
@@ -747,6 +756,11 @@ pub fn stats(dm: &mut DeviceModel, ioreqs: Option<ServerStats>) -> String {
     if let Some(r) = ioreqs {
         line!(s, "request handling (slot taken to completion): {}", r.latency.summary());
     }
+    line!(
+        s,
+        "interrupts: Xen delivers them to the guest without xenpt (count them in the guest's /proc/interrupts, \
+         or with `xl debug-keys M`); below, what xenpt did to route them"
+    );
     let c = &dm.cfg.stats;
     line!(
         s,

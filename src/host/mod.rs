@@ -10,6 +10,16 @@ pub mod nvme;
 pub mod sysfs;
 pub mod vfio;
 
+/// How xenpt reaches a live host function (`--backend`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// sysfs config/resource files; the function bound to pciback (what Xen toolstacks use).
+    #[default]
+    Sysfs,
+    /// VFIO (the function bound to vfio-pci): BARs through VFIO regions, VFIO reset.
+    Vfio,
+}
+
 use crate::pci::Sbdf;
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +109,11 @@ pub trait HostDevice: Send {
     /// Other PCI functions with a memory resource in the same 4 KiB page(s) as `bar`
     /// (a sub-page BAR may only be mapped if the page is its alone).
     fn page_sharers(&self, bar: &HostBar) -> Result<Vec<Sbdf>, HostError>;
+    /// Reset the function, where the backend can (VFIO); the sysfs backend leaves resets
+    /// to the toolstack (pciback).
+    fn reset(&self) -> Result<(), HostError> {
+        Err(HostError::Unsupported { sbdf: self.sbdf(), backend: self.backend(), what: "function reset" })
+    }
 }
 
 /// Check a BAR access: size 1/2/4/8, naturally aligned, inside `bar_size`.

@@ -131,6 +131,10 @@ pub struct VfioInfo {
 
 pub struct VfioDevice {
     sysfs: SysfsDevice,
+    /// Config space through sysfs (the `run` use): VFIO's config region virtualises the
+    /// MSI/MSI-X control and INTx-disable bits, and drops MSI-X control writes, which
+    /// xenpt must really make on the device for Xen's interrupt remapping to work.
+    config_via_sysfs: bool,
     // Kept open for the device's lifetime: closing the group or container drops the device.
     _container: File,
     _group: File,
@@ -185,9 +189,18 @@ fn group_of(sysfs_root: &Path, sbdf: Sbdf) -> Result<(PathBuf, bool), HostError>
 }
 
 impl VfioDevice {
-    /// Open a function bound to vfio-pci. `writable`: config and BAR writes allowed (the
-    /// `run` use); read-only otherwise (`guest-view`, `host-info`).
+    /// Open a function bound to vfio-pci, for looking at it (`guest-view`, `host-info`):
+    /// config space through VFIO's config region.
     pub fn open(sbdf: Sbdf, writable: bool) -> Result<Self, HostError> {
+        Self::open_with(sbdf, writable, false)
+    }
+
+    /// Open it for `xenpt run`: BARs through VFIO regions, config space through sysfs.
+    pub fn open_for_run(sbdf: Sbdf) -> Result<Self, HostError> {
+        Self::open_with(sbdf, true, true)
+    }
+
+    fn open_with(sbdf: Sbdf, writable: bool, config_via_sysfs: bool) -> Result<Self, HostError> {
         let root = Path::new("/sys/bus/pci/devices");
         let driver = std::fs::read_link(root.join(sbdf.to_string()).join("driver"))
             .ok()
@@ -243,9 +256,9 @@ impl VfioDevice {
         // SAFETY: the ioctl returned a new file descriptor that nothing else owns.
         let device = unsafe { File::from_raw_fd(dfd) };
         let info = Self::query(sbdf, &device, group_path.display().to_string(), noiommu)?;
-        let sysfs = SysfsDevice::open(sbdf, false)?;
-        let _ = writable; // writes go through the device file, which is always read-write
-        Ok(VfioDevice { sysfs, _container: container, _group: group, device, info })
+        // sysfs is opened writable only when config writes go through it.
+        let sysfs = SysfsDevice::open(sbdf, writable && config_via_sysfs)?;
+        Ok(VfioDevice { sysfs, config_via_sysfs, _container: container, _group: group, device, info })
     }
 
     fn query(sbdf: Sbdf, device: &File, group: String, noiommu: bool) -> Result<VfioInfo, HostError> {
@@ -315,18 +328,34 @@ impl HostDevice for VfioDevice {
         self.sysfs.sbdf()
     }
     fn backend(&self) -> &'static str {
-        "vfio"
+        if self.config_via_sysfs {
+            "vfio (config through sysfs)"
+        } else {
+            "vfio"
+        }
+    }
+    fn reset(&self) -> Result<(), HostError> {
+        VfioDevice::reset(self)
     }
     fn config_size(&self) -> usize {
+        if self.config_via_sysfs {
+            return self.sysfs.config_size();
+        }
         (self.info.config.size as usize).clamp(256, 4096)
     }
     fn config_read(&self, offset: u16, size: u8) -> Result<u32, HostError> {
+        if self.config_via_sysfs {
+            return self.sysfs.config_read(offset, size);
+        }
         check_config_access(self.sbdf(), offset, size, self.config_size())?;
         let mut b = [0u8; 4];
         self.region_rw(self.info.config, offset as u64, &mut b[..size as usize], false)?;
         Ok(u32::from_le_bytes(b))
     }
     fn config_write(&self, offset: u16, size: u8, value: u32) -> Result<(), HostError> {
+        if self.config_via_sysfs {
+            return self.sysfs.config_write(offset, size, value);
+        }
         check_config_access(self.sbdf(), offset, size, self.config_size())?;
         let mut b = value.to_le_bytes();
         self.region_rw(self.info.config, offset as u64, &mut b[..size as usize], true)
@@ -399,4 +428,67 @@ pub fn describe(info: &VfioInfo) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake sysfs device directory with an IOMMU group link (and its name file).
+    fn tree(group: Option<(&str, Option<&str>)>) -> (tempfile::TempDir, Sbdf) {
+        let sbdf = Sbdf::new(0, 3, 0, 0);
+        let t = tempfile::tempdir().unwrap();
+        let dev = t.path().join(sbdf.to_string());
+        std::fs::create_dir_all(&dev).unwrap();
+        if let Some((n, name)) = group {
+            let g = t.path().join("iommu_groups").join(n);
+            std::fs::create_dir_all(&g).unwrap();
+            if let Some(name) = name {
+                std::fs::write(g.join("name"), format!("{name}\n")).unwrap();
+            }
+            std::os::unix::fs::symlink(&g, dev.join("iommu_group")).unwrap();
+        }
+        (t, sbdf)
+    }
+
+    #[test]
+    fn the_group_device_follows_the_iommu_group_and_its_no_iommu_name() {
+        let (t, sbdf) = tree(Some(("7", None)));
+        assert_eq!(group_of(t.path(), sbdf).unwrap(), (PathBuf::from("/dev/vfio/7"), false));
+        let (t, sbdf) = tree(Some(("0", Some("vfio-noiommu"))));
+        assert_eq!(group_of(t.path(), sbdf).unwrap(), (PathBuf::from("/dev/vfio/noiommu-0"), true));
+    }
+
+    #[test]
+    fn no_iommu_group_explains_xen_dom0_and_no_iommu_mode() {
+        let (t, sbdf) = tree(None);
+        let e = group_of(t.path(), sbdf).unwrap_err().to_string();
+        for want in
+            ["0000:03:00.0", "no IOMMU group", "Xen", "CONFIG_VFIO_NOIOMMU", "enable_unsafe_noiommu_mode=1", "pciback"]
+        {
+            assert!(e.contains(want), "{want:?} missing from: {e}");
+        }
+    }
+
+    #[test]
+    fn describe_lists_the_regions_vfio_reports() {
+        let mut regions = [Region::default(); 7];
+        regions[0] =
+            Region { offset: 0, size: 0x4000, flags: VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE };
+        regions[6] = Region { offset: 0x6_0000_0000, size: 0x4_0000, flags: VFIO_REGION_INFO_FLAG_READ };
+        let info = VfioInfo {
+            group: "/dev/vfio/3".into(),
+            noiommu: false,
+            reset: true,
+            regions,
+            config: Region { offset: 0x7_0000_0000, size: 0x1000, flags: 3 },
+            msi_vectors: 0,
+            msix_vectors: 65,
+        };
+        assert_eq!(
+            describe(&info),
+            "group /dev/vfio/3, reset supported, MSI vectors 0, MSI-X vectors 65, config region 0x1000 bytes\n  \
+             region BAR0: 0x4000 bytes, read, write\n  region ROM: 0x40000 bytes, read\n"
+        );
+    }
 }

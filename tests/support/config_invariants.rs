@@ -108,13 +108,16 @@ impl HostRules {
 
     /// The pass-through bits xenpt documents (DESIGN: only these ever reach hardware from a
     /// guest write): command bus master, status error bits (W1C), PCIe Device Status error
-    /// bits (W1C). A policy that passes any other bit through fails here, whatever its
+    /// bits and Link Status bandwidth-status bits (W1C). A policy that passes any other bit through fails here, whatever its
     /// masks say.
     fn check_documented(&self, dm: &DeviceModel) -> Result<(), String> {
         let mut allowed = vec![0u32; self.pass.len()];
         allowed[COMMAND_OFFSET as usize / 4] = COMMAND_MASTER_BIT as u32 | (STATUS_ERROR_W1C_MASK as u32) << 16;
         if let Some(c) = dm.caps.caps.iter().find(|c| c.id == CAP_ID_EXP && c.hidden.is_none()) {
             allowed[c.offset as usize / 4 + 2] |= 0x000f_0000;
+            if c.len >= 0x14 {
+                allowed[c.offset as usize / 4 + 4] |= 0xc000_0000;
+            }
         }
         for (i, (&pass, &ok)) in self.pass.iter().zip(&allowed).enumerate() {
             if pass & !ok != 0 {

@@ -3,7 +3,7 @@
 //! emulated, or hidden, and the chain the guest sees is rebuilt from the exposed ones.
 //! None of the anchors offers this: QEMU's xen_pt and vPCI for domUs hide the whole space.
 //!
-//! No guest write to extended config space ever reaches the device: every register of an
+//! No guest write to an extended capability ever reaches the device: every register of an
 //! exposed capability is either read from the host with writes dropped, or an emulated
 //! copy. Hidden capabilities read 0 (their whole body where the spec gives its length,
 //! else the header). Bytes outside every capability keep the default policy (host read,

@@ -48,6 +48,9 @@ pub fn define(cfg: &mut ConfigSpace, host_cfg: &[u8], off: u16, len: u16) {
     cfg.define(off + DEVSTA_OFFSET, 2, Reg { value: 0, emu: 0, writable: 0, w1c: 0x000f });
     if len >= 0x14 {
         cfg.define(off + LNKCTL_OFFSET, 2, Reg::scratch(host16(host_cfg, off + LNKCTL_OFFSET), 0x0fc3));
+        // LNKSTA: host; Link Bandwidth Management / Autonomous Bandwidth Status (bits 14,
+        // 15, RW1C where implemented) passed through like the other status bits.
+        cfg.define(off + LNKSTA_OFFSET, 2, Reg { value: 0, emu: 0, writable: 0, w1c: 0xc000 });
         // Slot and root registers of an endpoint read 0.
         if len > 0x14 {
             cfg.hide(off + 0x14, 0x10);
