@@ -224,6 +224,26 @@ fn write_policy_table() {
     }
 }
 
+/// XSA-128: a guest write to a register mixing emulated and pass-through bits must never
+/// write the emulated (guest) values, or a stale copy of them, into the device: only the
+/// bytes with pass-through bits go out, carrying the device's own values for everything
+/// else in them.
+#[test]
+fn xsa_128_a_mixed_register_write_never_carries_emulated_values_to_the_device() {
+    let h = FakeHost::new();
+    h.set(0x40, &[0x34, 0x12, 0x78, 0x56]);
+    let mut c = ConfigSpace::new(h.sbdf(), 256);
+    // Byte 0x40 emulated (guest-writable copy), byte 0x41 bits 0-3 pass-through, bits 4-7
+    // the device's own (read-only), bytes 0x42-0x43 the device's (read-only).
+    c.define(0x40, 4, Reg { value: 0x99, emu: 0x0000_00ff, writable: 0x0000_0fff, w1c: 0 });
+    c.write(&h, 0x40, 4, 0xffff_ffff);
+    assert_eq!(h.writes(), vec![(0x41, 1, 0x1f)], "one byte: guest bits 0-3 and the device's own bits 4-7");
+    assert_eq!(c.read(&h, 0x40, 4), 0x5678_1fff, "emulated byte took the guest's value, the device keeps 0x5678");
+    c.write(&h, 0x40, 1, 0x00);
+    assert_eq!(h.writes().len(), 1, "an emulated-only write never reaches the device");
+    assert_eq!(c.read(&h, 0x40, 4), 0x5678_1f00);
+}
+
 #[test]
 fn xsa_131_writes_to_unknown_registers_are_dropped_unless_permissive() {
     let h = FakeHost::new();

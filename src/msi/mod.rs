@@ -58,20 +58,51 @@ impl MsiMessage {
 mod tests {
     use super::*;
 
+    fn m(addr: u64, data: u32) -> MsiMessage {
+        MsiMessage { addr, data }
+    }
+
     #[test]
-    fn gflags_carry_each_field_to_its_bit() {
-        let m = |addr: u64, data: u32| MsiMessage { addr, data };
+    fn gflags_plain_message_is_zero_and_gvec_is_data_low_byte() {
         assert_eq!(m(0xfee0_0000, 0x30).gflags(false), Some(0));
-        assert_eq!(m(0xfee0_5000, 0x30).gflags(false), Some(5), "destination ID from addr[19:12]");
-        assert_eq!(m(0xfeef_f000, 0).gflags(false), Some(0xff));
-        assert_eq!(m(0xfee0_0008, 0).gflags(false), Some(gflags::RH_MASK), "redirection hint from addr[3]");
-        assert_eq!(m(0xfee0_0004, 0).gflags(false), Some(gflags::DM_MASK), "destination mode from addr[2]");
-        assert_eq!(m(0xfee0_0000, 0x100).gflags(false), Some(0x1000), "lowest priority delivery");
-        assert_eq!(m(0xfee0_0000, 0x700).gflags(false), Some(gflags::DELIV_MASK));
-        assert_eq!(m(0xfee0_0000, 0x8000).gflags(false), Some(gflags::TRIG_MASK), "level trigger from data[15]");
-        assert_eq!(m(0xfee0_0000, 0x4000).gflags(false), Some(0), "the level bit is not carried");
-        assert_eq!(m(0xfee0_0000, 0).gflags(true), Some(gflags::UNMASKED));
         assert_eq!(m(0xfee0_0000, 0x41).gvec(), 0x41);
+    }
+
+    #[test]
+    fn gflags_destination_id_from_address_bits_19_12() {
+        assert_eq!(m(0xfee0_5000, 0x30).gflags(false), Some(5));
+        assert_eq!(m(0xfeef_f000, 0).gflags(false), Some(0xff));
+        for bit in 0..8 {
+            assert_eq!(m(0xfee0_0000 | 1 << (12 + bit), 0).gflags(false), Some(1 << bit), "address bit {}", 12 + bit);
+        }
+    }
+
+    #[test]
+    fn gflags_redirection_hint_from_address_bit_3() {
+        assert_eq!(m(0xfee0_0008, 0).gflags(false), Some(gflags::RH_MASK));
+    }
+
+    #[test]
+    fn gflags_destination_mode_from_address_bit_2() {
+        assert_eq!(m(0xfee0_0004, 0).gflags(false), Some(gflags::DM_MASK));
+    }
+
+    #[test]
+    fn gflags_delivery_mode_from_data_bits_10_8() {
+        assert_eq!(m(0xfee0_0000, 0x100).gflags(false), Some(0x1000), "lowest priority");
+        assert_eq!(m(0xfee0_0000, 0x700).gflags(false), Some(gflags::DELIV_MASK));
+    }
+
+    #[test]
+    fn gflags_trigger_mode_from_data_bit_15_and_not_the_level_bit() {
+        assert_eq!(m(0xfee0_0000, 0x8000).gflags(false), Some(gflags::TRIG_MASK));
+        assert_eq!(m(0xfee0_0000, 0x4000).gflags(false), Some(0), "data bit 14 (level) is not carried");
+    }
+
+    #[test]
+    fn gflags_unmasked_only_when_asked() {
+        assert_eq!(m(0xfee0_0000, 0).gflags(true), Some(gflags::UNMASKED));
+        assert_eq!(m(0xfee0_0000, 0).gflags(false).map(|g| g & gflags::UNMASKED), Some(0));
     }
 
     #[test]
