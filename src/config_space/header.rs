@@ -1,5 +1,12 @@
 //! The type-0 header (0x00-0x3f): every register decided explicitly.
 //!
+//! Profiles: the HVM and PVH columns are the same except for the interrupt pin (PVH has
+//! no IO-APIC, so 0) — the PVH profile's other difference, the host bridge at 00:00.0, is
+//! a separate function (host_bridge.rs). The hardware domain has no column: xenpt never
+//! serves it. A PVH dom0's config accesses are trapped by Xen's own vPCI before any ioreq
+//! server sees them, and a PV dom0 reaches the hardware directly; xenpt runs *in* either
+//! kind of dom0 and serves domUs (runner::host_gsi, real::do_assign).
+//!
 //! | reg | policy |
 //! |---|---|
 //! | vendor/device, subsystem IDs, class, revision | emulated, read-only, from sysfs (a VF reads 0xffff in config space) |
