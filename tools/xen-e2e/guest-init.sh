@@ -30,6 +30,9 @@ else
         [ -f /mod/$n.ko ] && insmod /mod/$n.ko 2>/dev/null
     done
     i=0; while [ ! -b /dev/nvme0n1 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+    # The node can appear before the namespace's capacity is set: wait for a size too
+    # (a read in between returns nothing, which once failed the marker check).
+    j=0; while [ "$(cat /sys/block/nvme0n1/size 2>/dev/null || echo 0)" = 0 ] && [ $j -lt 100 ]; do sleep 0.1; j=$((j+1)); done
     # The harness in dom0 times unpause -> this line (it watches the serial log).
     [ -b /dev/nvme0n1 ] && echo "GUEST-PROBED nvme0n1 at guest uptime $(cut -d' ' -f1 /proc/uptime) s"
     dmesg | grep -i nvme | sed 's/^/GUEST-DMESG /'
