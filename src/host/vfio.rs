@@ -308,6 +308,15 @@ impl VfioDevice {
             .map_err(io_err(self.sysfs.sbdf(), "VFIO_DEVICE_RESET"))
     }
 
+    /// The region of BAR `bar`, with the access checked against it.
+    fn bar_region(&self, bar: u8, offset: u64, size: u8) -> Result<Region, HostError> {
+        let sbdf = self.sysfs.sbdf();
+        let r =
+            *self.info.regions.get(bar as usize).ok_or(HostError::BadAccess { sbdf, offset: offset as u16, size })?;
+        check_bar_access(sbdf, bar, offset, size, r.size)?;
+        Ok(r)
+    }
+
     fn region_rw(&self, r: Region, offset: u64, buf: &mut [u8], write: bool) -> Result<(), HostError> {
         let sbdf = self.sysfs.sbdf();
         if offset.checked_add(buf.len() as u64).is_none_or(|end| end > r.size) {
@@ -382,23 +391,13 @@ impl HostDevice for VfioDevice {
         self.sysfs.irq()
     }
     fn bar_read(&self, bar: u8, offset: u64, size: u8) -> Result<u64, HostError> {
-        let r = *self.info.regions.get(bar as usize).ok_or(HostError::BadAccess {
-            sbdf: self.sbdf(),
-            offset: offset as u16,
-            size,
-        })?;
-        check_bar_access(self.sbdf(), bar, offset, size, r.size)?;
+        let r = self.bar_region(bar, offset, size)?;
         let mut b = [0u8; 8];
         self.region_rw(r, offset, &mut b[..size as usize], false)?;
         Ok(u64::from_le_bytes(b))
     }
     fn bar_write(&self, bar: u8, offset: u64, size: u8, value: u64) -> Result<(), HostError> {
-        let r = *self.info.regions.get(bar as usize).ok_or(HostError::BadAccess {
-            sbdf: self.sbdf(),
-            offset: offset as u16,
-            size,
-        })?;
-        check_bar_access(self.sbdf(), bar, offset, size, r.size)?;
+        let r = self.bar_region(bar, offset, size)?;
         let mut b = value.to_le_bytes();
         self.region_rw(r, offset, &mut b[..size as usize], true)
     }
