@@ -156,13 +156,7 @@ impl Rig {
             let mut server = IoreqServer::create(&mut xen, 1, 1).unwrap();
             server.enable(&mut xen).unwrap();
             let nvme = EmulatedNvme::new(Sbdf::new(0, 3, 0, 0), 0xfe00_0000, 16);
-            let opts = DeviceOptions {
-                domid: 1,
-                guest_sbdf: GUEST_SBDF,
-                profile: xenpt::Profile::Hvm,
-                permissive: false,
-                read_only_host: false,
-            };
+            let opts = DeviceOptions::new(1, GUEST_SBDF, xenpt::Profile::Hvm);
             let mut dev = DeviceModel::new(Box::new(nvme.host()), server.id(), opts).unwrap();
             let mut ports = Vec::new();
             while !stop2.load(Ordering::Relaxed) {

@@ -42,8 +42,7 @@ fn main() {
     let d = sim.create_domain(GuestKind::Hvm, 1, 1 << 20);
     sim.assign_device(d, host_sbdf).unwrap();
     let mut x = sim.xen();
-    let opts =
-        DeviceOptions { domid: d, guest_sbdf: GUEST, profile: Profile::Hvm, permissive: false, read_only_host: false };
+    let opts = DeviceOptions::new(d, GUEST, Profile::Hvm);
     let mut dm = DeviceModel::new(Box::new(nvme.host()), 0, opts).unwrap();
     // The guest's bring-up: BAR0 placed, memory decode and bus master on, MSI-X enabled
     // with entry 0 programmed and unmasked (bound through the simulated Xen).

@@ -29,13 +29,7 @@ fn main() {
         let d = sim.create_domain(GuestKind::Hvm, 1, 1 << 20);
         sim.assign_device(d, host_sbdf).unwrap();
         let mut x = sim.xen();
-        let opts = DeviceOptions {
-            domid: d,
-            guest_sbdf: Sbdf::new(0, 0, 4, 0),
-            profile: Profile::Hvm,
-            permissive: false,
-            read_only_host: false,
-        };
+        let opts = DeviceOptions::new(d, Sbdf::new(0, 0, 4, 0), Profile::Hvm);
         let t = Instant::now();
         let mut inst = runner::start(&mut x, Box::new(nvme.host()), opts).unwrap();
         times.push(t.elapsed());

@@ -52,6 +52,14 @@ pub struct DeviceOptions {
     pub read_only_host: bool,
 }
 
+impl DeviceOptions {
+    /// A guest-facing device model as `xenpt run` builds it by default: not permissive,
+    /// allowed to prepare the host function.
+    pub fn new(domid: DomId, guest_sbdf: Sbdf, profile: Profile) -> Self {
+        DeviceOptions { domid, guest_sbdf, profile, permissive: false, read_only_host: false }
+    }
+}
+
 /// Counters for the console, tests and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeviceStats {
@@ -81,6 +89,9 @@ pub struct DeviceModel {
     intx_bound: bool,
     log: RateLimit,
     pub stats: DeviceStats,
+    /// The device's name from pci.ids and which database gave it, looked up once, at the
+    /// first use (the lookup reads the system database; the IDs never change).
+    name: std::cell::OnceCell<(String, String)>,
 }
 
 fn le16(c: &[u8], o: u16) -> u16 {
@@ -164,6 +175,7 @@ impl DeviceModel {
             intx_bound: false,
             log: RateLimit::guest(),
             stats: DeviceStats::default(),
+            name: std::cell::OnceCell::new(),
         };
         if !dm.opts.read_only_host {
             dm.prepare_host(&host_cfg)?;
@@ -214,6 +226,19 @@ impl DeviceModel {
     /// The whole guest-visible config space (host bits read from the device).
     pub fn guest_snapshot(&mut self) -> Vec<u8> {
         self.cfg.snapshot(&*self.host)
+    }
+
+    /// lspci's one-line description of the host function ("Non-Volatile memory controller:
+    /// Red Hat, Inc. QEMU NVM Express Controller") and the database that named it.
+    pub fn name(&self) -> (&str, &str) {
+        let (d, s) = self.name.get_or_init(|| match self.host.ids() {
+            Ok(ids) => {
+                let n = crate::names::lookup(&ids);
+                (n.describe(&ids), n.source)
+            }
+            Err(e) => (format!("(IDs unreadable: {e})"), "none".into()),
+        });
+        (d, s)
     }
 
     /// The multifunction bit of the header type the guest reads (bit 7 of 0x0e): set on

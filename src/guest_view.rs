@@ -129,7 +129,7 @@ pub fn from_dump(path: &str, profile: Profile, slot: u8, format: Format) -> Resu
 
 /// As [`from_sysfs`], reading the function through VFIO (bound to vfio-pci).
 pub fn from_vfio(sbdf: Sbdf, profile: Profile, slot: u8, format: Format) -> Result<(String, Vec<String>), ViewError> {
-    let dev = crate::host::vfio::VfioDevice::open(sbdf, false)?;
+    let dev = crate::host::vfio::VfioDevice::open(sbdf)?;
     guest_view_as(Box::new(dev), profile, slot, format)
 }
 

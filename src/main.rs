@@ -216,7 +216,7 @@ fn host_info(sbdf: xenpt::pci::Sbdf, vfio: bool, reset: bool) -> Result<String, 
         });
     }
     let (dev, extra): (Box<dyn HostDevice>, String) = if vfio {
-        let d = xenpt::host::vfio::VfioDevice::open(sbdf, false)?;
+        let d = xenpt::host::vfio::VfioDevice::open(sbdf)?;
         let mut extra = format!("vfio: {}", xenpt::host::vfio::describe(d.info()));
         if reset {
             d.reset()?;

@@ -64,8 +64,7 @@ impl Names {
 /// Looks the function's IDs up: the system database first, the embedded one for whatever
 /// that did not name.
 pub fn lookup(ids: &HostIds) -> Names {
-    let system = SYSTEM_PATHS.iter().map(Path::new).find(|p| p.is_file()).map(Path::to_path_buf);
-    lookup_with(ids, system.as_deref())
+    lookup_with(ids, system_database().as_deref())
 }
 
 /// [`lookup`] with an explicit system database (`None`: embedded only).

@@ -161,8 +161,9 @@ pub fn do_assign(xen: &mut dyn Xen, domid: DomId, host: &dyn HostDevice, g: &mut
             g.iomem.push((first, nr - first + 1));
         }
     }
-    if let Some(gsi) = runner::host_gsi(xen, host) {
-        let pvh = runner::dom0_kind(xen) == GuestKind::Pvh;
+    let dom0 = runner::dom0_kind(xen);
+    if let Some(gsi) = runner::host_gsi_in(xen, host, dom0) {
+        let pvh = dom0 == GuestKind::Pvh;
         let granted = if pvh { xen.gsi_permission(domid, gsi, true) } else { xen.irq_permission(domid, gsi, true) };
         match granted {
             Ok(()) => g.intx = Some((gsi, pvh)),
@@ -275,8 +276,7 @@ pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
         }
     }
     let guest_sbdf = Sbdf::new(0, 0, args.guest_slot, args.guest_function);
-    let opts =
-        DeviceOptions { domid: args.domid, guest_sbdf, profile, permissive: args.permissive, read_only_host: false };
+    let opts = DeviceOptions { permissive: args.permissive, ..DeviceOptions::new(args.domid, guest_sbdf, profile) };
     if args.permissive {
         tracing::warn!("permissive mode: guest writes to unknown registers of {} reach the device", args.sbdf);
     }
@@ -326,10 +326,7 @@ pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
                 .map_err(|source| RunError::Ready { fd, source })?;
         }
         // After "ready": the name lookup reads pci.ids, which the guest need not wait for.
-        let name = match inst.device.host().ids() {
-            Ok(ids) => crate::names::lookup(&ids).describe(&ids),
-            Err(e) => format!("(IDs unreadable: {e})"),
-        };
+        let name = inst.device.name().0.to_string();
         tracing::info!(
             "serving {} [{name}] to domain {} at guest {guest_sbdf}: profile {}, permissive {}, host bridge {}",
             args.sbdf,

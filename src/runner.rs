@@ -113,8 +113,14 @@ pub fn dom0_kind(xen: &mut dyn Xen) -> GuestKind {
 /// GSI comes from privcmd's PCIDEV_GET_GSI. None: no INTx line, or it cannot be named
 /// (then the guest is offered no INTx and the log says why).
 pub fn host_gsi(xen: &mut dyn Xen, host: &dyn HostDevice) -> Option<u32> {
+    let dom0 = dom0_kind(xen);
+    host_gsi_in(xen, host, dom0)
+}
+
+/// [`host_gsi`] for a caller that already knows what dom0 is.
+pub fn host_gsi_in(xen: &mut dyn Xen, host: &dyn HostDevice, dom0: GuestKind) -> Option<u32> {
     let irq = host.irq()?;
-    match dom0_kind(xen) {
+    match dom0 {
         GuestKind::Pvh => match xen.pcidev_gsi(host.sbdf()) {
             Ok(gsi) => {
                 if gsi != irq {

@@ -121,13 +121,7 @@ impl Rig {
         xen.map_ioreq_pages(domid, server).unwrap();
         xen.set_ioreq_server_state(domid, server, true).unwrap();
         let pvh = xen.domain_info(domid).unwrap().kind == GuestKind::Pvh;
-        let opts = DeviceOptions {
-            domid,
-            guest_sbdf: Sbdf::new(0, 0, 4, 0),
-            profile: if pvh { Profile::Pvh } else { Profile::Hvm },
-            permissive: false,
-            read_only_host: false,
-        };
+        let opts = DeviceOptions::new(domid, Sbdf::new(0, 0, 4, 0), if pvh { Profile::Pvh } else { Profile::Hvm });
         let dm = DeviceModel::new(host, server, opts).unwrap();
         let res = dm.resources.clone();
         let mark = sim.op_count();
@@ -1415,13 +1409,7 @@ fn nvme_start(sim: &Sim) -> (SimXen, DomId, xenpt::runner::Instance) {
     let domid = sim.create_domain(GuestKind::Hvm, 1, 1 << 20);
     sim.assign_device(domid, NVME_SBDF).unwrap();
     let mut xen = sim.xen();
-    let opts = DeviceOptions {
-        domid,
-        guest_sbdf: Sbdf::new(0, 0, 4, 0),
-        profile: Profile::Hvm,
-        permissive: false,
-        read_only_host: false,
-    };
+    let opts = DeviceOptions::new(domid, Sbdf::new(0, 0, 4, 0), Profile::Hvm);
     let inst = xenpt::runner::start(&mut xen, Box::new(nvme.host()), opts).unwrap();
     (xen, domid, inst)
 }
@@ -1572,13 +1560,7 @@ fn pch(smbus: u64) -> FakeSysfs {
 }
 
 fn hvm_opts(domid: DomId) -> DeviceOptions {
-    DeviceOptions {
-        domid,
-        guest_sbdf: Sbdf::new(0, 0, 4, 0),
-        profile: Profile::Hvm,
-        permissive: false,
-        read_only_host: false,
-    }
+    DeviceOptions::new(domid, Sbdf::new(0, 0, 4, 0), Profile::Hvm)
 }
 
 #[test]

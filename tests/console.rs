@@ -51,13 +51,7 @@ impl Xenpt {
         let (xs, host, p) = (sim.clone(), nvme.host(), path.to_path_buf());
         let thread = thread::spawn(move || -> Result<(), String> {
             let mut xen = xs.xen();
-            let opts = DeviceOptions {
-                domid,
-                guest_sbdf: GUEST,
-                profile: Profile::Hvm,
-                permissive: false,
-                read_only_host: false,
-            };
+            let opts = DeviceOptions::new(domid, GUEST, Profile::Hvm);
             let mut inst = runner::start(&mut xen, Box::new(host), opts).map_err(|e| e.to_string())?;
             let mut ev = EventLoop::new(&xen).map_err(|e| e.to_string())?;
             let console =

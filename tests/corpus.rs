@@ -30,7 +30,7 @@ fn corpus() -> Vec<PathBuf> {
 }
 
 fn opts(profile: Profile) -> DeviceOptions {
-    DeviceOptions { domid: 1, guest_sbdf: Sbdf::new(0, 0, 4, 0), profile, permissive: false, read_only_host: false }
+    DeviceOptions::new(1, Sbdf::new(0, 0, 4, 0), profile)
 }
 
 fn lspci(file: &Path) -> String {

@@ -72,13 +72,7 @@ fn machine(version: XenVersion, dom0: GuestKind) -> (Sim, EmulatedNvme, u16) {
 }
 
 fn opts(domid: u16) -> DeviceOptions {
-    DeviceOptions {
-        domid,
-        guest_sbdf: Sbdf::new(0, 0, 4, 0),
-        profile: Profile::Hvm,
-        permissive: false,
-        read_only_host: false,
-    }
+    DeviceOptions::new(domid, Sbdf::new(0, 0, 4, 0), Profile::Hvm)
 }
 
 /// The INTx-related operations, as "kind(detail)" strings.

@@ -51,13 +51,7 @@ fn rig() -> Rig {
     sim.assign_device(d, HOST).unwrap();
     let mut x = sim.xen();
     let server = IoreqServer::create(&mut x, d, 2).unwrap();
-    let opts = DeviceOptions {
-        domid: d,
-        guest_sbdf: Sbdf::new(0, 0, 4, 0),
-        profile: Profile::Hvm,
-        permissive: false,
-        read_only_host: false,
-    };
+    let opts = DeviceOptions::new(d, Sbdf::new(0, 0, 4, 0), Profile::Hvm);
     let mut dm = DeviceModel::new(Box::new(nvme.host()), server.id(), opts).unwrap();
     dm.config_write(&mut x, 0x10, 4, GBAR as u32 | 4);
     dm.config_write(&mut x, 0x14, 4, 0);
@@ -225,13 +219,7 @@ fn live() -> Live {
     let (sim2, host) = (sim.clone(), nvme.host());
     let dm = std::thread::spawn(move || {
         let mut x = sim2.xen();
-        let opts = DeviceOptions {
-            domid: d,
-            guest_sbdf: GUEST,
-            profile: Profile::Hvm,
-            permissive: false,
-            read_only_host: false,
-        };
+        let opts = DeviceOptions::new(d, GUEST, Profile::Hvm);
         let mut inst = runner::start(&mut x, Box::new(host), opts).unwrap();
         let mut ev = EventLoop::new(&x).unwrap();
         let waker = ev.stopper();

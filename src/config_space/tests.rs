@@ -301,13 +301,7 @@ fn capture_logs(f: impl FnOnce()) -> String {
 
 fn nvme_device(profile: Profile) -> (EmulatedNvme, DeviceModel) {
     let nvme = EmulatedNvme::new(Sbdf::new(0, 3, 0, 0), 0xfe00_0000, 16);
-    let opts = DeviceOptions {
-        domid: 1,
-        guest_sbdf: Sbdf::new(0, 0, 4, 0),
-        profile,
-        permissive: false,
-        read_only_host: false,
-    };
+    let opts = DeviceOptions::new(1, Sbdf::new(0, 0, 4, 0), profile);
     let dm = DeviceModel::new(Box::new(NvmeHost::clone_of(&nvme)), 0, opts).unwrap();
     (nvme, dm)
 }

@@ -73,14 +73,11 @@ pub struct ConsoleInfo {
     pub write: bool,
     /// When the instance started serving (for the uptime).
     pub started: Instant,
-    /// The device's names from pci.ids, looked up at the first `status` and kept (the
-    /// lookup reads the system database; the IDs do not change while xenpt runs).
-    pub names: std::cell::OnceCell<String>,
 }
 
 impl ConsoleInfo {
     pub fn new(xen: Option<String>, write: bool) -> Self {
-        ConsoleInfo { xen, write, started: Instant::now(), names: std::cell::OnceCell::new() }
+        ConsoleInfo { xen, write, started: Instant::now() }
     }
 }
 

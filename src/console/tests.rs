@@ -34,8 +34,7 @@ fn rig() -> Rig {
     sim.assign_device(domid, HOST).unwrap();
     let mut xen = sim.xen();
     let server = IoreqServer::create(&mut xen, domid, 1).unwrap();
-    let opts =
-        DeviceOptions { domid, guest_sbdf: GUEST, profile: Profile::Hvm, permissive: false, read_only_host: false };
+    let opts = DeviceOptions::new(domid, GUEST, Profile::Hvm);
     let dm = DeviceModel::new(Box::new(nvme.host()), server.id(), opts).unwrap();
     Rig { sim, xen, server, dm, info: ConsoleInfo::new(Some("simulated".into()), false) }
 }

@@ -77,13 +77,8 @@ pub fn status(env: &mut Env) -> String {
                 Err(e) => format!("(ids unreadable: {e})"),
             };
             line!(s, "device:    host {} {ids}, {} backend", dm.host_sbdf(), host.backend());
-            if let Ok(i) = host.ids() {
-                let name = env.info.names.get_or_init(|| {
-                    let n = crate::names::lookup(&i);
-                    format!("{} (names: {})", n.describe(&i), n.source)
-                });
-                line!(s, "name:      {name}");
-            }
+            let (name, source) = dm.name();
+            line!(s, "name:      {name} (names: {source})");
             line!(s, "guest:     {} on the guest's bus 0", dm.opts.guest_sbdf);
             line!(s, "domain:    {}, profile {}, permissive {}", dm.opts.domid, profile(dm), on(dm.opts.permissive));
         }
@@ -153,24 +148,15 @@ fn host_bytes(dm: &DeviceModel) -> (Vec<u8>, usize) {
     (bytes, failed)
 }
 
-/// "Non-Volatile memory controller: Red Hat, Inc. QEMU NVM Express Controller", for dump
-/// headers (lspci -F ignores the text after the slot; people read it).
-fn device_name(dm: &DeviceModel) -> String {
-    match dm.host().ids() {
-        Ok(ids) => crate::names::lookup(&ids).describe(&ids),
-        Err(_) => "(IDs unreadable)".into(),
-    }
-}
-
 pub fn config_guest(dm: &mut DeviceModel) -> String {
     let bytes = guest_bytes(dm);
-    let desc = format!("{} (xenpt guest view of {}, domain {})", device_name(dm), dm.host_sbdf(), dm.opts.domid);
+    let desc = format!("{} (xenpt guest view of {}, domain {})", dm.name().0, dm.host_sbdf(), dm.opts.domid);
     format_dump(dm.opts.guest_sbdf, &desc, &bytes)
 }
 
 pub fn config_host(dm: &mut DeviceModel) -> String {
     let (bytes, failed) = host_bytes(dm);
-    let desc = format!("{} (host function, {} backend)", device_name(dm), dm.host().backend());
+    let desc = format!("{} (host function, {} backend)", dm.name().0, dm.host().backend());
     let mut s = format_dump(dm.host_sbdf(), &desc, &bytes);
     if failed > 0 {
         // Not part of the dump format, so at the end where lspci -F stops reading anyway.

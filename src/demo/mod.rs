@@ -170,13 +170,7 @@ fn run_inner(
     let (ready_tx, ready_rx) = mpsc::channel();
     let xen_sim = sim.clone();
     let host = nvme.host();
-    let dev_opts = DeviceOptions {
-        domid,
-        guest_sbdf: GUEST_SBDF,
-        profile: opts.profile,
-        permissive: false,
-        read_only_host: false,
-    };
+    let dev_opts = DeviceOptions::new(domid, GUEST_SBDF, opts.profile);
     let console_path = console.map(|c| c.path.clone());
     let dm = thread::Builder::new()
         .name("xenpt".into())

@@ -191,16 +191,17 @@ fn group_of(sysfs_root: &Path, sbdf: Sbdf) -> Result<(PathBuf, bool), HostError>
 impl VfioDevice {
     /// Open a function bound to vfio-pci, for looking at it (`guest-view`, `host-info`):
     /// config space through VFIO's config region.
-    pub fn open(sbdf: Sbdf, writable: bool) -> Result<Self, HostError> {
-        Self::open_with(sbdf, writable, false)
+    pub fn open(sbdf: Sbdf) -> Result<Self, HostError> {
+        Self::open_with(sbdf, false)
     }
 
-    /// Open it for `xenpt run`: BARs through VFIO regions, config space through sysfs.
+    /// Open it for `xenpt run`: BARs through VFIO regions, config space through sysfs
+    /// (opened writable).
     pub fn open_for_run(sbdf: Sbdf) -> Result<Self, HostError> {
-        Self::open_with(sbdf, true, true)
+        Self::open_with(sbdf, true)
     }
 
-    fn open_with(sbdf: Sbdf, writable: bool, config_via_sysfs: bool) -> Result<Self, HostError> {
+    fn open_with(sbdf: Sbdf, config_via_sysfs: bool) -> Result<Self, HostError> {
         let root = Path::new("/sys/bus/pci/devices");
         let driver = std::fs::read_link(root.join(sbdf.to_string()).join("driver"))
             .ok()
@@ -257,7 +258,7 @@ impl VfioDevice {
         let device = unsafe { File::from_raw_fd(dfd) };
         let info = Self::query(sbdf, &device, group_path.display().to_string(), noiommu)?;
         // sysfs is opened writable only when config writes go through it.
-        let sysfs = SysfsDevice::open(sbdf, writable && config_via_sysfs)?;
+        let sysfs = SysfsDevice::open(sbdf, config_via_sysfs)?;
         Ok(VfioDevice { sysfs, config_via_sysfs, _container: container, _group: group, device, info })
     }
 

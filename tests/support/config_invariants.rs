@@ -38,7 +38,7 @@ pub enum Op {
 }
 
 pub fn opts(domid: u16, profile: Profile) -> DeviceOptions {
-    DeviceOptions { domid, guest_sbdf: Sbdf::new(0, 0, 4, 0), profile, permissive: false, read_only_host: false }
+    DeviceOptions::new(domid, Sbdf::new(0, 0, 4, 0), profile)
 }
 
 /// (file name, dump text) of every corpus device xenpt accepts in the HVM profile

@@ -42,13 +42,7 @@ pub fn serve_nvme() -> Live {
     let host = nvme.host();
     let thread = std::thread::spawn(move || {
         let mut x = sim2.xen();
-        let opts = DeviceOptions {
-            domid: d,
-            guest_sbdf: GUEST_SBDF,
-            profile: Profile::Hvm,
-            permissive: false,
-            read_only_host: false,
-        };
+        let opts = DeviceOptions::new(d, GUEST_SBDF, Profile::Hvm);
         let mut inst = runner::start(&mut x, Box::new(host), opts).unwrap();
         let mut ev = EventLoop::new(&x).unwrap();
         tx.send((ev.stopper(), ev.wakeup_counter())).unwrap();

@@ -266,11 +266,7 @@ impl SimGuest {
             t.changed.remove(&entry);
         }
         s.guest_unmask(self.domid, pirq, &self.sim.inner.cv);
-        let masks = s.device_mask_writes();
-        drop(s);
-        for (dev, entry, masked) in masks {
-            dev.xen_set_vector_mask(entry, masked);
-        }
+        State::unlock_writing_device_masks(s);
     }
 
     pub fn mmio_read(&self, vcpu: u32, gpa: u64, size: u32) -> GuestResult<u64> {
@@ -296,11 +292,7 @@ impl SimGuest {
                         if let Some(pirq) = unmasked {
                             s.guest_unmask(self.domid, pirq, &self.sim.inner.cv);
                         }
-                        let masks = s.device_mask_writes();
-                        drop(s);
-                        for (dev, entry, masked) in masks {
-                            dev.xen_set_vector_mask(entry, masked);
-                        }
+                        State::unlock_writing_device_masks(s);
                         return Ok(v);
                     }
                     Self::server_route(d, IoRangeKind::Memory, gpa, vcpu)

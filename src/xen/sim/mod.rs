@@ -555,6 +555,16 @@ impl State {
 
     /// Xen's guest unmask of a pirq (guest_mask_msi_irq(desc, false)): clear the mask and
     /// deliver what arrived while it was masked, if the pirq is bound.
+    /// Release the state lock, then make the device MSI-X mask writes the last change of
+    /// pirq state owes (outside the lock: the device may call back into the machine).
+    pub(crate) fn unlock_writing_device_masks(mut guard: MutexGuard<'_, State>) {
+        let writes = guard.device_mask_writes();
+        drop(guard);
+        for (dev, entry, masked) in writes {
+            dev.xen_set_vector_mask(entry, masked);
+        }
+    }
+
     /// The device MSI-X mask writes Xen owes after a change of pirq state: an entry with a
     /// pirq is masked unless it is bound and not guest-masked; an entry whose pirq was
     /// unmapped is masked. Returns the writes (device, entry, masked) to make once the
@@ -693,11 +703,7 @@ impl SimXen {
             None => f(&mut s, self.dm),
         };
         s.record(self.dm, kind, domid, detail, res.as_ref().err().copied());
-        let masks = s.device_mask_writes();
-        drop(s);
-        for (dev, entry, masked) in masks {
-            dev.xen_set_vector_mask(entry, masked);
-        }
+        State::unlock_writing_device_masks(s);
         self.sim.notify_all();
         res.map_err(|e| XenError::new(kind, domid, e))
     }
