@@ -5,7 +5,7 @@
 # own Linux nvme driver uses it. Prints one line per scenario and a summary; exits 0 only
 # if every required scenario passed. Logs: $XENPT_E2E_LOGS (default /tmp/xenpt-e2e-logs).
 #
-#   tools/xen-e2e/run.sh [scenario ...]     default: all five below
+#   tools/xen-e2e/run.sh [scenario ...]     default: all six below
 #   tools/xen-e2e/run.sh --report [scenario ...]
 #                                           print the summary of the last run again from its logs
 #
@@ -14,9 +14,11 @@
 # (required: the guest is destroyed on poweroff and xenpt notices through its xenstore
 # watch, tears down and exits 0 without being signalled), xenpt-intx (extra: the guest
 # kernel with pci=nomsi, so the nvme driver runs on the INTx line xenpt bound), qemu-hvm
-# (extra: QEMU's xen_pt on the same device, for comparison), xenpt-pvh (extra, not in the
-# default set: a PVH guest, which no other device model serves). Needs root (debootstrap,
-# chroot) and ~3 GiB in /var/tmp.
+# (extra: QEMU's xen_pt on the same device, for comparison), xenpt-pvh (extra: a PVH
+# guest, which no other device model serves; libxl refuses passthrough= for PVH, so the
+# domain gets its IOMMU context from the test-only shim pvh-iommu.c LD_PRELOADed into
+# `xl create`; the guest boots with pci=noacpi and finds xenpt's host bridge at 00:00.0).
+# Needs root (debootstrap, chroot), gcc and libxen-dev (for the shim), ~3 GiB in /var/tmp.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -24,7 +26,7 @@ logs=${XENPT_E2E_LOGS:-/tmp/xenpt-e2e-logs}
 report_only=0
 if [ "${1:-}" = --report ]; then report_only=1; shift; fi
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(xenpt-hvm xenpt-hvm-pvhvm xenpt-death xenpt-intx qemu-hvm)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(xenpt-hvm xenpt-hvm-pvhvm xenpt-death xenpt-intx xenpt-pvh qemu-hvm)
 required=(xenpt-hvm xenpt-hvm-pvhvm xenpt-death)
 start=$(date +%s)
 mkdir -p "$logs"
@@ -37,6 +39,8 @@ if [ $report_only = 0 ]; then
         command -v "${p%%:*}" >/dev/null 2>&1 || need+=("${p##*:}")
     done
     [ -x /bin/busybox ] && file /bin/busybox 2>/dev/null | grep -q static || need+=(busybox-static)
+    command -v gcc >/dev/null 2>&1 || need+=(gcc)
+    [ -f /usr/include/xenctrl.h ] || need+=(libxen-dev)
     if [ ${#need[@]} -gt 0 ]; then
         echo "xen-e2e: installing ${need[*]}"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
@@ -47,6 +51,8 @@ if [ $report_only = 0 ]; then
     (cd "$top" && cargo build --release -q)
     install -m755 "$top/target/release/xenpt" "$out/rootfs/usr/local/bin/xenpt"
     install -m755 "$here/dom0-init.sh" "$out/rootfs/sbin/xenpt-e2e-init"
+    mkdir -p "$out/rootfs/usr/local/lib"
+    gcc -shared -fPIC -O2 -Wall -o "$out/rootfs/usr/local/lib/xenpt-e2e-pvh-iommu.so" "$here/pvh-iommu.c" -ldl
     install -m755 "$here/guest-init.sh" "$out/guest-root/init"
     (cd "$out/guest-root" && find . | cpio -o -H newc --quiet | gzip -9) > "$out/rootfs/root/guest/guest-initrd.gz"
     img=$logs/rootfs.img
