@@ -79,6 +79,11 @@ guest_checks() { # scenario name
             set -- "$1" "$2" $l; res "$1" "$c" "$5" "${*:6}"; fi
     done
     grep -a GUEST-IRQ "$ser" | head -3 | sed "s/^/E2E-LOG $1 /"
+    # lspci's "MSI-X: Enable+", from the guest's own capability walk after its driver ran:
+    # MSI-X on everywhere but the pci=nomsi scenario, where neither MSI nor MSI-X may be.
+    local m; m=$(grep -a 'GUEST-MSI ' "$ser" | tail -1 | tr -d '\r' | sed 's/.*GUEST-MSI //')
+    local want="msix=on msi=off"; [ "$1" = xenpt-intx ] && want="msix=off msi=off"
+    if [ "$m" = "$want" ]; then res "$1" msi-enable PASS "$m"; else res "$1" msi-enable FAIL "guest sees '${m:-nothing}', expected '$want'"; fi
     local lat; lat=$(grep -a 'GUEST-CFGLAT' "$ser" | tail -1 | sed -n 's/.*reads=\([0-9]*\) seconds=\([0-9.]*\).*/\1 \2/p')
     [ -n "$lat" ] && set -- "$1" $lat && res "$1" cfg-read-us INFO "$(awk "BEGIN {printf \"%.1f\", $3 * 1e6 / $2}") us per guest config read ($2 reads in $3 s)"
     [ -f /tmp/$1.probe ] && res "$1" unpause-to-probe INFO "$(cat /tmp/$1.probe) ms from unpause to the guest's nvme0n1"

@@ -50,6 +50,18 @@ else
     else
         echo "GUEST-RESULT nvme-read FAIL no /dev/nvme0n1 after 60 s"
     fi
+    # What lspci -vvv would show as "MSI-X: Enable+" / "MSI: Enable+": walk the capability
+    # list of the config space as the guest sees it now that its driver runs.
+    b() { hexdump -s $1 -n $2 -e "1/$2 \"%u\"" "$cfg"; }
+    p=$(b 0x34 1); k=0; msix=off; msi=off
+    while [ "$p" -ge 64 ] && [ $k -lt 48 ]; do
+        case $(b $p 1) in
+            17) [ $(( $(b $((p + 2)) 2) & 0x8000 )) -ne 0 ] && msix=on ;;
+            5) [ $(( $(b $((p + 2)) 2) & 1 )) -ne 0 ] && msi=on ;;
+        esac
+        p=$(b $((p + 1)) 1); k=$((k + 1))
+    done
+    echo "GUEST-MSI msix=$msix msi=$msi"
     grep -i nvme /proc/interrupts | sed 's/^/GUEST-IRQ /'
     n=$(grep -i nvme /proc/interrupts | awk '{s=0; for (i=2; i<=NF; i++) if ($i ~ /^[0-9]+$/) s+=$i; t+=s} END {print t+0}')
     [ "$n" -gt 0 ] && echo "GUEST-RESULT nvme-interrupts PASS $n" || echo "GUEST-RESULT nvme-interrupts FAIL none counted"
