@@ -66,7 +66,7 @@ wait_shutdown() { # name timeout
 # Where a guest's console output lands: the emulated UART's file for HVM; for PVH (no
 # emulated UART) its PV console, which xenconsoled logs.
 serial_log() { # name
-    case "$1" in *pvh*) echo /var/log/xen/console/guest-$1.log;; *) echo /var/log/xen/$1-serial.log;; esac
+    case "$1" in *-pvh) echo /var/log/xen/console/guest-$1.log;; *) echo /var/log/xen/$1-serial.log;; esac
 }
 
 guest_checks() { # scenario name
