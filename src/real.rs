@@ -71,6 +71,11 @@ pub struct RunArgs {
     /// Write xenpt's pid to this file (removed at exit).
     #[arg(long)]
     pub pidfile: Option<PathBuf>,
+    /// Serve a device of xenpt's Xen simulator running in another process, reached at this
+    /// socket, instead of real Xen (for measurements and tests: `tools/perf`). The host
+    /// function is the simulator's emulated device at --sbdf.
+    #[arg(long, value_name = "SOCKET", conflicts_with_all = ["backend", "assign"])]
+    pub simulator: Option<PathBuf>,
 }
 
 /// The pidfile, removed again when xenpt exits (also on errors).
@@ -98,6 +103,8 @@ impl Drop for PidFile {
 pub enum RunError {
     #[error(transparent)]
     Open(#[from] OpenError),
+    #[error("connecting to the simulator at {path}: {source}")]
+    Simulator { path: String, source: std::io::Error },
     #[error("writing the pidfile {path}: {source}")]
     PidFile { path: String, source: std::io::Error },
     #[error(transparent)]
@@ -236,7 +243,15 @@ pub fn check_reset(host: &dyn HostDevice) -> Result<(), RunError> {
 pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
     // Every line this process logs names its device and domain.
     let _span = tracing::info_span!("xenpt", dev = %args.sbdf, dom = args.domid).entered();
-    let mut xen = PrivcmdXen::open()?;
+    if let Some(path) = &args.simulator {
+        let simulator = |source| RunError::Simulator { path: path.display().to_string(), source };
+        let xen = crate::xen::remote::connect(path).map_err(simulator)?;
+        let host = xen.host(args.sbdf)?;
+        let xen_info = format!("simulated Xen in another process, at {}", path.display());
+        tracing::info!("{xen_info}");
+        return serve(args, xen, Box::new(host), xen_info, false);
+    }
+    let xen = PrivcmdXen::open()?;
     tracing::info!(
         "Xen {} (domctl interface {:#x}), hypercall buffers from {}",
         xen.xen_version(),
@@ -255,8 +270,6 @@ pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
             }))
         }
     }
-    let info = xen.domain_info(args.domid).map_err(|source| RunError::Domain { domid: args.domid, source })?;
-    let profile = args.profile.unwrap_or(if info.kind == GuestKind::Pvh { Profile::Pvh } else { Profile::Hvm });
     let host: Box<dyn HostDevice> = if vfio {
         let d = crate::host::vfio::VfioDevice::open_for_run(args.sbdf)?;
         // A fresh start: the function as its reset leaves it (when VFIO can reset it).
@@ -267,6 +280,26 @@ pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
     } else {
         Box::new(SysfsDevice::open(args.sbdf, true)?)
     };
+    let xen_info = format!(
+        "Xen {} (real, /dev/xen/privcmd), domctl interface {:#x}",
+        xen.xen_version(),
+        xen.domctl_interface_version()
+    );
+    serve(args, xen, host, xen_info, true)
+}
+
+/// Serve `host` to the guest until a signal, the guest's end, or an error; then tear down.
+/// `real`: real Xen (watch xenstore for the domain's end; reset through VFIO at exit).
+fn serve<X: Xen>(
+    args: &RunArgs,
+    mut xen: X,
+    host: Box<dyn HostDevice>,
+    xen_info: String,
+    real: bool,
+) -> Result<StopReason, RunError> {
+    let vfio = args.backend == crate::host::Backend::Vfio;
+    let info = xen.domain_info(args.domid).map_err(|source| RunError::Domain { domid: args.domid, source })?;
+    let profile = args.profile.unwrap_or(if info.kind == GuestKind::Pvh { Profile::Pvh } else { Profile::Hvm });
     check_reset(&*host)?;
     let mut granted = Granted::default();
     if args.assign {
@@ -296,12 +329,7 @@ pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
         ev.catch_termination_signals()?;
         if !args.no_console {
             let path = args.console.clone().unwrap_or_else(|| crate::console::default_path(args.domid, args.sbdf));
-            let xen_info = format!(
-                "Xen {} (real, /dev/xen/privcmd), domctl interface {:#x}",
-                xen.xen_version(),
-                xen.domctl_interface_version()
-            );
-            match Console::bind(&path, ConsoleInfo::new(Some(xen_info), args.console_write)) {
+            match Console::bind(&path, ConsoleInfo::new(Some(xen_info.clone()), args.console_write)) {
                 Ok(c) => {
                     tracing::info!(
                         "debug console at {} ({})",
@@ -335,13 +363,16 @@ pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
             if args.permissive { "on" } else { "off" },
             if bridge { "presented" } else { "not presented" },
         );
-        match crate::xen::xenstore::Watch::new("@releaseDomain", "xenpt") {
-            Ok(w) => ev.watch_domains(w)?,
-            Err(e) => tracing::warn!(
-                "no xenstore watch ({}: {e}); xenpt will not notice domain {}'s death by itself",
-                crate::xen::xenstore::XENBUS_PATH,
-                args.domid
-            ),
+        // The simulator has no xenstore: there xenpt stops with a signal.
+        if real {
+            match crate::xen::xenstore::Watch::new("@releaseDomain", "xenpt") {
+                Ok(w) => ev.watch_domains(w)?,
+                Err(e) => tracing::warn!(
+                    "no xenstore watch ({}: {e}); xenpt will not notice domain {}'s death by itself",
+                    crate::xen::xenstore::XENBUS_PATH,
+                    args.domid
+                ),
+            }
         }
         loop {
             let reason = runner::serve(&mut xen, &mut inst, &mut ev)?;
@@ -374,7 +405,7 @@ pub fn run(args: &RunArgs) -> Result<StopReason, RunError> {
     }
     undo_assign(&mut xen, args.domid, args.sbdf, &granted);
     // With VFIO the function is left as a reset leaves it for its next user.
-    if vfio {
+    if vfio && real {
         match inst.device.host().reset() {
             Ok(()) => tracing::info!("{} reset through VFIO", args.sbdf),
             Err(e) => tracing::info!("no reset at exit: {e}"),

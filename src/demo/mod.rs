@@ -298,7 +298,7 @@ pub fn bring_up(os: &mut GuestOs, opts: &DemoOptions) -> guest_os::GResult<u64> 
 }
 
 /// The demo: bring up, then write and read back a pattern on every I/O queue.
-fn demo_flow(os: &mut GuestOs, opts: &DemoOptions, report: &mut DemoReport) -> guest_os::GResult<()> {
+pub fn demo_flow(os: &mut GuestOs, opts: &DemoOptions, report: &mut DemoReport) -> guest_os::GResult<()> {
     let ns_blocks = bring_up(os, opts)?;
     let n = opts.blocks;
     for qid in 1..=opts.io_queues {

@@ -8,6 +8,7 @@
 pub mod abi;
 pub mod page;
 pub mod privcmd;
+pub mod remote;
 pub mod sim;
 pub mod xenstore;
 

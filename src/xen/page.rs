@@ -3,6 +3,7 @@
 //! the other side writes it concurrently.
 
 use std::alloc::{self, Layout};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -17,6 +18,10 @@ pub const PAGE_BYTES: usize = 4096;
 /// never changes.
 pub unsafe trait PageBacking: Send + Sync {
     fn as_ptr(&self) -> NonNull<u8>;
+    /// A file descriptor another process can map to share the page (memfd pages only).
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
 }
 
 /// A page from the heap: what the simulator shares between "Xen" and the device model.
@@ -64,6 +69,78 @@ unsafe impl PageBacking for HeapPage {
     }
 }
 
+/// A page of shared memory behind a file descriptor: created with memfd_create by the
+/// simulator when it serves device models in other processes (`xen::remote`), or mapped
+/// from such an fd received over the simulator's socket.
+pub struct FdPage {
+    fd: OwnedFd,
+    ptr: NonNull<u8>,
+}
+
+impl FdPage {
+    /// A new zeroed page in a memfd.
+    pub fn create() -> std::io::Result<Self> {
+        // SAFETY: a NUL-terminated name and valid flags; the result is checked.
+        let raw = unsafe { libc::memfd_create(c"xenpt-shared-page".as_ptr(), libc::MFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: memfd_create returned a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: ftruncate on the descriptor we own.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), PAGE_BYTES as libc::off_t) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Self::map(fd)
+    }
+
+    /// Map one page of `fd` (at offset 0), shared and writable.
+    pub fn map(fd: OwnedFd) -> std::io::Result<Self> {
+        // SAFETY: a fresh shared mapping of one page of a descriptor we own; the kernel
+        // picks the address, and the result is checked before use.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                PAGE_BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        match NonNull::new(p.cast::<u8>()) {
+            Some(ptr) => Ok(FdPage { fd, ptr }),
+            None => Err(std::io::Error::other("mmap returned address 0")),
+        }
+    }
+}
+
+impl Drop for FdPage {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made in `map` with this length and is unmapped once.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), PAGE_BYTES) };
+    }
+}
+
+// SAFETY: the pointer is only used through volatile/atomic accesses in SharedPage.
+unsafe impl Send for FdPage {}
+// SAFETY: as above.
+unsafe impl Sync for FdPage {}
+
+// SAFETY: mmap gave a page-aligned mapping of PAGE_BYTES readable, writable bytes that
+// stays at its address until drop.
+unsafe impl PageBacking for FdPage {
+    fn as_ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.fd.as_fd())
+    }
+}
+
 /// A cheaply clonable handle to a shared page. Offsets are bounds- and alignment-checked;
 /// a bad offset is a programming error in xenpt (never guest-controlled) and panics.
 #[derive(Clone)]
@@ -85,6 +162,16 @@ impl SharedPage {
 
     pub fn heap() -> Self {
         Self::new(Arc::new(HeapPage::new()))
+    }
+
+    /// A page in a memfd, mappable by another process (see [`SharedPage::fd`]).
+    pub fn memfd() -> std::io::Result<Self> {
+        Ok(Self::new(Arc::new(FdPage::create()?)))
+    }
+
+    /// The page's fd, if it lives in one.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.backing.fd()
     }
 
     /// True if both handles refer to the same memory.
@@ -161,6 +248,18 @@ mod tests {
         assert_eq!(a.read_u16(30), 3);
         assert!(a.same_page(&b));
         assert!(!a.same_page(&SharedPage::heap()));
+    }
+
+    #[test]
+    fn a_memfd_page_mapped_twice_is_one_page() {
+        let a = SharedPage::memfd().unwrap();
+        let fd = a.fd().unwrap().try_clone_to_owned().unwrap();
+        let b = SharedPage::new(Arc::new(FdPage::map(fd).unwrap()));
+        a.write_u32(64, 0xfeed_f00d);
+        assert_eq!(b.read_u32(64), 0xfeed_f00d);
+        b.fetch_add_u32(64, 1);
+        assert_eq!(a.read_u32(64), 0xfeed_f00e);
+        assert!(SharedPage::heap().fd().is_none());
     }
 
     #[test]

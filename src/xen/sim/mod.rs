@@ -240,6 +240,9 @@ pub(crate) struct State {
     dropped_irqs: Vec<String>,
     /// The mask bit Xen last wrote into each device MSI-X entry it owns.
     device_masks: BTreeMap<(Sbdf, u16), bool>,
+    /// Ioreq pages live in memfds, so device models in other processes can map them
+    /// (`xen::remote`); otherwise on the heap.
+    memfd_pages: bool,
 }
 
 pub(crate) struct Inner {
@@ -280,6 +283,7 @@ impl Sim {
                     violations: Vec::new(),
                     dropped_irqs: Vec::new(),
                     device_masks: BTreeMap::new(),
+                    memfd_pages: false,
                 }),
                 cv: Condvar::new(),
             }),
@@ -494,6 +498,11 @@ impl Sim {
         self.lock().domains.get(&domid).map(|d| d.servers.len()).unwrap_or(0)
     }
 
+    /// Put ioreq pages in memfds from now on, for device models in other processes.
+    pub fn use_memfd_pages(&self) {
+        self.lock().memfd_pages = true;
+    }
+
     fn notify_all(&self) {
         self.inner.cv.notify_all();
     }
@@ -688,6 +697,11 @@ impl SimXen {
     pub fn dm_id(&self) -> DmId {
         self.dm
     }
+    /// The socket this device model's event-channel notifications arrive on (what
+    /// [`Xen::evtchn_fd`] returns), for passing to a device model in another process.
+    pub fn evtchn_socket(&self) -> &UnixDatagram {
+        &self.rx
+    }
 
     /// Run one operation: fault injection, the operation itself, and the record.
     fn op<T>(
@@ -784,6 +798,7 @@ impl Xen for SimXen {
 
     fn map_ioreq_pages(&mut self, domid: DomId, id: IoservId) -> XenResult<IoreqPages> {
         self.op("map_ioreq_pages", domid, format!("server {id}"), |s, dm| {
+            let memfd = s.memfd_pages;
             let d = s.hvm_dom("map_ioreq_pages", domid).map_err(|e| e.errno)?;
             if d.vcpus > MAX_VCPUS_PER_PAGE {
                 return Err(Errno::EINVAL);
@@ -792,13 +807,13 @@ impl Xen for SimXen {
             if sv.dm != dm {
                 return Err(Errno::EPERM);
             }
-            let (io, buf) = sv
-                .pages
-                .get_or_insert_with(|| {
-                    let buf = (sv.buf != BufIoreq::Off).then(SharedPage::heap);
-                    (SharedPage::heap(), buf)
-                })
-                .clone();
+            if sv.pages.is_none() {
+                let page =
+                    || if memfd { SharedPage::memfd().map_err(|_| Errno::ENOMEM) } else { Ok(SharedPage::heap()) };
+                let buf = if sv.buf != BufIoreq::Off { Some(page()?) } else { None };
+                sv.pages = Some((page()?, buf));
+            }
+            let (io, buf) = sv.pages.clone().ok_or(Errno::ENOENT)?;
             Ok(IoreqPages { ioreq: io, bufioreq: buf, bufioreq_port: sv.buf_port })
         })
     }
