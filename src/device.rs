@@ -107,10 +107,7 @@ impl DeviceModel {
         let resources = host.resources()?;
         let size = host.config_size().min(EXT_CONFIG_SPACE_SIZE);
         let mut host_cfg = vec![0u8; size.max(CONFIG_SPACE_SIZE)];
-        for off in (0..size).step_by(4) {
-            let v = host.config_read(off as u16, 4)?;
-            host_cfg[off..off + 4].copy_from_slice(&v.to_le_bytes());
-        }
+        host.config_read_all(&mut host_cfg[..size & !3])?;
         let header_type = host_cfg[HEADER_TYPE_OFFSET as usize] & 0x7f;
         if header_type != 0 {
             return Err(DeviceError::NotEndpoint { sbdf, header: host_cfg[HEADER_TYPE_OFFSET as usize] });

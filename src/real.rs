@@ -218,10 +218,7 @@ pub fn undo_assign(xen: &mut dyn Xen, domid: DomId, sbdf: Sbdf, g: &Granted) {
 /// left on is turned off at start-up (the guest turns it back on).
 pub fn check_reset(host: &dyn HostDevice) -> Result<(), RunError> {
     let mut cfg = [0u8; 256];
-    for i in (0..256).step_by(4) {
-        let v = host.config_read(i as u16, 4)?;
-        cfg[i..i + 4].copy_from_slice(&v.to_le_bytes());
-    }
+    host.config_read_all(&mut cfg)?;
     let (caps, _) = crate::config_space::caps::walk(&cfg);
     for (id, off) in caps {
         let o = off as usize;

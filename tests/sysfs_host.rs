@@ -40,6 +40,16 @@ fn every_real_device_reads_consistently_through_the_sysfs_backend() {
         // Sub-dword reads agree with the dword read.
         let dw = d.config_read(0, 4).unwrap();
         assert_eq!(d.config_read(1, 1).unwrap(), (dw >> 8) & 0xff);
+        // The one-pread snapshot equals the dword-by-dword reads of the header and
+        // capabilities (0x00-0x3f and the ID/pointer bytes; status bits may change between
+        // the two reads on a live device, so the IDs and the capability pointer are compared).
+        let mut all = vec![0u8; d.config_size()];
+        d.config_read_all(&mut all).unwrap();
+        for off in [0x00u16, 0x08, 0x2c, 0x34] {
+            let v = d.config_read(off, 4).unwrap();
+            assert_eq!(&all[off as usize..off as usize + 4], &v.to_le_bytes(), "{sbdf} snapshot at {off:#x}");
+        }
+        assert!(d.config_read_all(&mut vec![0u8; d.config_size() + 4]).is_err(), "past the end is refused");
         // Misaligned and out-of-range accesses are refused, not attempted.
         assert!(d.config_read(1, 2).is_err());
         assert!(d.config_read(0x3ff, 4).is_err());

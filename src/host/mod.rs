@@ -94,6 +94,15 @@ pub trait HostDevice: Send {
     fn config_size(&self) -> usize;
     /// Naturally aligned 1-, 2- or 4-byte config read.
     fn config_read(&self, offset: u16, size: u8) -> Result<u32, HostError>;
+    /// The first `buf.len()` bytes of config space (a multiple of 4, at most
+    /// `config_size()`), for the start-up snapshot. Backends that can read it in one go
+    /// (sysfs: one pread; the simulator: one round trip) override this.
+    fn config_read_all(&self, buf: &mut [u8]) -> Result<(), HostError> {
+        for (i, dw) in buf.chunks_exact_mut(4).enumerate() {
+            dw.copy_from_slice(&self.config_read((i * 4) as u16, 4)?.to_le_bytes());
+        }
+        Ok(())
+    }
     /// Naturally aligned 1-, 2- or 4-byte config write. Only the register policy calls
     /// this, and only for pass-through bits.
     fn config_write(&self, offset: u16, size: u8, value: u32) -> Result<(), HostError>;

@@ -200,6 +200,18 @@ impl HostDevice for SysfsDevice {
         Ok(u32::from_le_bytes(b))
     }
 
+    fn config_read_all(&self, buf: &mut [u8]) -> Result<(), HostError> {
+        if buf.len() % 4 != 0 || buf.len() > self.config_size {
+            return Err(HostError::BadAccess { sbdf: self.sbdf, offset: 0, size: 4 });
+        }
+        // One pread: the kernel still reads the function dword by dword.
+        self.config.read_exact_at(buf, 0).map_err(|source| HostError::Io {
+            sbdf: self.sbdf,
+            what: format!("config read of {} bytes", buf.len()),
+            source,
+        })
+    }
+
     fn config_write(&self, offset: u16, size: u8, value: u32) -> Result<(), HostError> {
         check_config_access(self.sbdf, offset, size, self.config_size)?;
         let b = value.to_le_bytes();

@@ -48,8 +48,8 @@ if [ $report_only = 0 ]; then
 
     timeout 900 "$here/build.sh"
     out=$(cat "${XENPT_E2E_CACHE:-/var/tmp/xenpt-e2e}/current")
-    (cd "$top" && cargo build --release -q)
-    install -m755 "$top/target/release/xenpt" "$out/rootfs/usr/local/bin/xenpt"
+    (cd "$top" && cargo build --profile dist -q --bin xenpt)
+    install -m755 "$top/target/dist/xenpt" "$out/rootfs/usr/local/bin/xenpt"
     install -m755 "$here/dom0-init.sh" "$out/rootfs/sbin/xenpt-e2e-init"
     mkdir -p "$out/rootfs/usr/local/lib"
     gcc -shared -fPIC -O2 -Wall -o "$out/rootfs/usr/local/lib/xenpt-e2e-pvh-iommu.so" "$here/pvh-iommu.c" -ldl

@@ -351,6 +351,16 @@ impl HostDevice for RemoteHost {
         let m = self.h("config read", &[op::HOST_CONFIG_READ, self.s(), offset as u64, size as u64])?;
         Ok(m.word(0) as u32)
     }
+    fn config_read_all(&self, buf: &mut [u8]) -> Result<(), HostError> {
+        let m = self.h("config read", &[op::HOST_CONFIG_READ_ALL, self.s(), buf.len() as u64])?;
+        if m.words.len() * 8 < buf.len() {
+            return Err(HostError::Invalid { sbdf: self.sbdf, what: "short config space from the simulator".into() });
+        }
+        for (chunk, w) in buf.chunks_mut(8).zip(&m.words) {
+            chunk.copy_from_slice(&w.to_le_bytes()[..chunk.len()]);
+        }
+        Ok(())
+    }
     fn config_write(&self, offset: u16, size: u8, value: u32) -> Result<(), HostError> {
         self.h("config write", &[op::HOST_CONFIG_WRITE, self.s(), offset as u64, size as u64, value as u64])?;
         Ok(())

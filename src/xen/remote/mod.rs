@@ -32,7 +32,8 @@ pub use server::Server;
 /// Bumped when the wire format changes; client and simulator must agree.
 pub const PROTOCOL: u64 = 1;
 
-const MAX_WORDS: usize = 64;
+/// Room for a whole 4 KiB config space (512 words) and the errno.
+const MAX_WORDS: usize = 520;
 const MAX_TEXT: usize = 4096;
 
 /// Operation codes (a request's first word).
@@ -74,6 +75,8 @@ pub mod op {
     pub const HOST_BAR_WRITE: u64 = 46;
     pub const HOST_PAGE_SHARERS: u64 = 47;
     pub const HOST_RESET: u64 = 48;
+    /// The first N bytes of config space, 8 bytes per reply word.
+    pub const HOST_CONFIG_READ_ALL: u64 = 49;
 }
 
 /// One frame.

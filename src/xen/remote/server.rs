@@ -228,6 +228,18 @@ fn host_op(m: &Msg, devices: &BTreeMap<Sbdf, EmulatedNvme>, hosts: &mut BTreeMap
     };
     match w(0) {
         op::HOST_CONFIG_READ => host(h.config_read(w(2) as u16, w(3) as u8).map(|v| vec![v as u64])),
+        op::HOST_CONFIG_READ_ALL => {
+            let mut buf = vec![0u8; (w(2) as usize).min(h.config_size()) & !3];
+            host(h.config_read_all(&mut buf).map(|_| {
+                buf.chunks(8)
+                    .map(|c| {
+                        let mut b = [0u8; 8];
+                        b[..c.len()].copy_from_slice(c);
+                        u64::from_le_bytes(b)
+                    })
+                    .collect()
+            }))
+        }
         op::HOST_CONFIG_WRITE => host(h.config_write(w(2) as u16, w(3) as u8, w(4) as u32).map(|_| vec![])),
         op::HOST_RESOURCES => host(h.resources().map(|r| {
             let mut v = Vec::with_capacity(42);
