@@ -78,12 +78,12 @@ impl Xen for BenchXen {
     fn evtchn_notify(&mut self, port: EvtchnPort) -> XenResult<()> {
         self.dm.send(&port.to_ne_bytes()).map(|_| ()).map_err(|_| XenError::new("evtchn_notify", 1, Errno::EINVAL))
     }
-    fn evtchn_pending(&mut self, out: &mut Vec<EvtchnPort>) -> XenResult<()> {
+    fn evtchn_pending(&mut self, out: &mut Vec<EvtchnPort>) -> XenResult<bool> {
         let mut b = [0u8; 4];
         while let Ok(4) = self.dm.recv(&mut b) {
             out.push(u32::from_ne_bytes(b));
         }
-        Ok(())
+        Ok(true)
     }
     fn evtchn_unmask(&mut self, _: EvtchnPort) -> XenResult<()> {
         Ok(())
@@ -167,13 +167,16 @@ impl Rig {
                     // The same drain loop as IoreqServer::poll, minus all processing.
                     loop {
                         ports.clear();
-                        xen.evtchn_pending(&mut ports).unwrap();
+                        let drained = xen.evtchn_pending(&mut ports).unwrap();
                         if ports.is_empty() {
                             break;
                         }
                         for &p in &ports {
                             xen.evtchn_unmask(p).unwrap();
                             xen.evtchn_notify(p).unwrap();
+                        }
+                        if drained {
+                            break;
                         }
                     }
                 }

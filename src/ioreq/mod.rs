@@ -201,7 +201,7 @@ impl IoreqServer {
         let mut handled = 0;
         loop {
             self.events.clear();
-            xen.evtchn_pending(&mut self.events)?;
+            let drained = xen.evtchn_pending(&mut self.events)?;
             if self.events.is_empty() {
                 return Ok(handled);
             }
@@ -242,6 +242,9 @@ impl IoreqServer {
                 self.stats.latency.record(started.elapsed());
                 xen.evtchn_notify(port)?;
                 handled += 1;
+            }
+            if drained {
+                return Ok(handled);
             }
         }
     }

@@ -295,8 +295,10 @@ pub trait Xen: Send {
     /// IOCTL_EVTCHN_NOTIFY.
     fn evtchn_notify(&mut self, port: EvtchnPort) -> XenResult<()>;
     /// read() of the evtchn fd without blocking: appends the local ports that fired.
-    /// A port that fired stays masked until [`Xen::evtchn_unmask`].
-    fn evtchn_pending(&mut self, out: &mut Vec<EvtchnPort>) -> XenResult<()>;
+    /// A port that fired stays masked until [`Xen::evtchn_unmask`]. Returns true when the
+    /// queue was seen empty (a short read, or EAGAIN): the caller need not read again
+    /// before the fd's next wake-up (ports that fire later wake it again).
+    fn evtchn_pending(&mut self, out: &mut Vec<EvtchnPort>) -> XenResult<bool>;
     /// write() of a port to the evtchn fd: unmask it.
     fn evtchn_unmask(&mut self, port: EvtchnPort) -> XenResult<()>;
 

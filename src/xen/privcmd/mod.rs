@@ -408,22 +408,28 @@ impl Xen for PrivcmdXen {
         self.evtchn_ioctl("evtchn_notify", IOCTL_EVTCHN_NOTIFY, &mut a).map(|_| ())
     }
 
-    fn evtchn_pending(&mut self, out: &mut Vec<EvtchnPort>) -> XenResult<()> {
+    fn evtchn_pending(&mut self, out: &mut Vec<EvtchnPort>) -> XenResult<bool> {
         let mut buf = [0u8; 256];
         loop {
             match self.evtchn.read(&mut buf) {
-                Ok(0) => return Ok(()),
+                Ok(0) => return Ok(true),
                 Ok(n) => {
-                    out.extend(buf[..n - n % 4].chunks_exact(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])))
+                    out.extend(buf[..n - n % 4].chunks_exact(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])));
+                    // The driver hands out everything its ring holds, up to the buffer:
+                    // a short read emptied it, and a port firing later wakes the fd again.
+                    // Not reading again saves a syscall per guest access.
+                    if n < buf.len() {
+                        return Ok(true);
+                    }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) if e.raw_os_error() == Some(libc::EFBIG) => {
                     // Ring overflow: reset and treat every bound port as pending.
                     let mut none = 0u8;
                     self.evtchn_ioctl("evtchn_reset", IOCTL_EVTCHN_RESET, &mut none)?;
                     out.extend(self.bound.iter().copied());
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(e) => return Err(XenError::new("evtchn_pending", 0, Errno(e.raw_os_error().unwrap_or(libc::EIO)))),
             }

@@ -186,13 +186,13 @@ impl Xen for RemoteXen {
         self.conn.cast(&[op::EVTCHN_NOTIFY, port as u64]).map_err(|e| xen_err("evtchn_notify", 0, e))
     }
 
-    fn evtchn_pending(&mut self, out: &mut Vec<EvtchnPort>) -> XenResult<()> {
+    fn evtchn_pending(&mut self, out: &mut Vec<EvtchnPort>) -> XenResult<bool> {
         let mut buf = [0u8; 4];
         loop {
             match self.evtchn.recv(&mut buf) {
                 Ok(4) => out.push(u32::from_ne_bytes(buf)),
                 Ok(_) => return Err(XenError::new("evtchn_pending", 0, Errno::EINVAL)),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
                 Err(e) => return Err(XenError::new("evtchn_pending", 0, Errno(e.raw_os_error().unwrap_or(libc::EIO)))),
             }
         }

@@ -936,13 +936,13 @@ impl Xen for SimXen {
         Ok(())
     }
 
-    fn evtchn_pending(&mut self, out: &mut Vec<EvtchnPort>) -> XenResult<()> {
+    fn evtchn_pending(&mut self, out: &mut Vec<EvtchnPort>) -> XenResult<bool> {
         let mut buf = [0u8; 4];
         loop {
             match self.rx.recv(&mut buf) {
                 Ok(4) => out.push(u32::from_ne_bytes(buf)),
                 Ok(_) => return err("evtchn_pending", 0, Errno::EINVAL),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
                 Err(e) => return err("evtchn_pending", 0, Errno(e.raw_os_error().unwrap_or(libc::EIO))),
             }
         }
