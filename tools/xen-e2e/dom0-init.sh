@@ -25,6 +25,12 @@ drv=$(basename "$(readlink /sys/bus/pci/devices/$NVME/driver)")
 noiommu=$(grep -h '^CONFIG_VFIO_NOIOMMU\|CONFIG_VFIO_NOIOMMU is not set' /boot/config-* 2>/dev/null | head -1)
 [ -e /sys/bus/pci/devices/$NVME/iommu_group ] && grp=yes || grp=no
 res setup vfio-in-dom0 INFO "iommu_group for $NVME: $grp; kernel: ${noiommu:-no config found}"
+# What a syscall costs in this dom0 (every guest access xenpt serves makes four or five),
+# and whether clock_gettime can stay in the vDSO (it cannot on the "xen" clocksource
+# without a stable TSC: then every clock read is a syscall, through Xen for a PV dom0).
+cs=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null)
+t0=$(cut -d' ' -f1 /proc/uptime); dd if=/dev/zero of=/dev/null bs=1 count=20000 2>/dev/null; t1=$(cut -d' ' -f1 /proc/uptime)
+res setup dom0-syscalls INFO "$(awk "BEGIN {printf \"%.1f\", ($t1 - $t0) * 1e6 / 40000}") us per read/write syscall (40,000 in $(awk "BEGIN {print $t1 - $t0}") s); clocksource $cs"
 ARGS=$(cat /proc/cmdline)
 scenarios=$(echo "$ARGS" | tr ' ' '\n' | sed -n 's/^xenpt.scenarios=//p' | tr ':' ' ')
 
@@ -160,7 +166,26 @@ run_xenpt() { # scenario guest-extra [type]
     $XL dmesg 2>/dev/null | grep -aE "d$domid|dom$domid" | grep -aiE "not permitted|crash|error|warn" | head -10 | sed "s/^/E2E-XEN $sc /"
     if $XL dmesg 2>/dev/null | grep -aE "d$domid|dom$domid" | grep -aqiE "not permitted|domain_crash"; then res $sc xen-log FAIL "Xen complained, see E2E-XEN lines"
     else res $sc xen-log PASS "no crash or p2m complaint for d$domid"; fi
+    xen_irq_state $sc $domid
     $XL destroy $name 2>/dev/null
+}
+
+# Xen's own view after xenpt's teardown, while the domain still exists (on_poweroff=preserve):
+# the IRQ dump ('i' debug key) lists each IRQ's guest bindings as "dN:PIRQ(flags)"; none
+# may be left for the guest. dom0's own bindings ("d0:") must be there, or the dump's format
+# is not what this check reads.
+xen_irq_state() { # scenario domid
+    $XL dmesg -c >/dev/null 2>&1
+    $XL debug-keys i >/dev/null 2>&1
+    sleep 1
+    local dump; dump=$($XL dmesg 2>/dev/null)
+    local mine d0
+    mine=$(echo "$dump" | grep -aE "IRQ:" | grep -acE " d$2: *[0-9]+\(")
+    d0=$(echo "$dump" | grep -aE "IRQ:" | grep -acE " d0: *[0-9]+\(")
+    echo "$dump" | grep -aE "IRQ:" | grep -aE " d[0-9]+: *[0-9]+\(" | head -3 | sed "s/^/E2E-LOG $1 irq-dump: /"
+    if [ "$d0" -eq 0 ]; then res $1 xen-irq-state FAIL "no d0 bindings in Xen's IRQ dump: format not understood"
+    elif [ "$mine" -ne 0 ]; then res $1 xen-irq-state FAIL "$mine IRQ(s) still bound to d$2 after teardown: $(echo "$dump" | grep -aE " d$2: *[0-9]+\(" | head -2 | tr '\n' ' ')"
+    else res $1 xen-irq-state PASS "Xen's IRQ dump: no IRQ bound to d$2 after teardown ($d0 dom0 IRQs listed)"; fi
 }
 
 run_xenpt_death() { # scenario: the guest powers off and is destroyed; xenpt must notice
