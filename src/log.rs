@@ -4,9 +4,10 @@
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{reload, EnvFilter, Registry};
+use tracing_subscriber::{reload, Registry};
 
 /// Allows `burst` lines per `window`; counts what it suppressed and reports the count with
 /// the next line it allows.
@@ -71,7 +72,7 @@ macro_rules! guest_warn {
 /// The process's log filter, behind tracing-subscriber's reload layer so that the debug
 /// console can change the level and switch the per-access trace at run time.
 struct LogControl {
-    handle: reload::Handle<EnvFilter, Registry>,
+    handle: reload::Handle<Targets, Registry>,
     /// (level or directives as given, whether the per-access trace is on)
     state: Mutex<(String, bool)>,
 }
@@ -82,8 +83,10 @@ static CONTROL: OnceLock<LogControl> = OnceLock::new();
 pub const ACCESS_TRACE_TARGET: &str = "xenpt::ioreq";
 
 /// The filter for `level`: a plain level (error, warn, info, debug, trace, off) applies to
-/// xenpt and everything else; anything else is taken as RUST_LOG-style directives.
-pub fn filter_for(level: &str, trace: bool) -> Result<EnvFilter, String> {
+/// xenpt and everything else; anything else is taken as `target=level` directives
+/// (RUST_LOG style, without span or field filters: a plain target filter keeps the regex
+/// engine out of the binary).
+pub fn filter_for(level: &str, trace: bool) -> Result<Targets, String> {
     let level = level.trim();
     let mut directives = match level.to_ascii_lowercase().as_str() {
         l @ ("error" | "warn" | "info" | "debug" | "trace" | "off") => format!("xenpt={l},{l}"),
@@ -93,7 +96,7 @@ pub fn filter_for(level: &str, trace: bool) -> Result<EnvFilter, String> {
     if trace {
         directives.push_str(&format!(",{ACCESS_TRACE_TARGET}=trace"));
     }
-    EnvFilter::try_new(&directives).map_err(|e| format!("bad log level {level:?}: {e}"))
+    directives.parse::<Targets>().map_err(|e| format!("bad log level {level:?}: {e}"))
 }
 
 /// Install the process-wide logger on stderr (no colours unless stderr is a terminal), with
@@ -102,7 +105,7 @@ pub fn init(level: &str) {
     use std::io::IsTerminal;
     let (filter, level) = match filter_for(level, false) {
         Ok(f) => (f, level.to_string()),
-        Err(_) => (EnvFilter::new("warn"), "warn".to_string()),
+        Err(_) => (Targets::new().with_default(tracing::Level::WARN), "warn".to_string()),
     };
     let (layer, handle) = reload::Layer::new(filter);
     let fmt = tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr);
@@ -159,7 +162,7 @@ mod tests {
     #[test]
     fn log_filters_from_levels_and_directives() {
         assert_eq!(filter_for("debug", false).unwrap().to_string(), "xenpt=debug,debug");
-        // EnvFilter shows the most specific directive first.
+        // The most specific directive comes first.
         assert_eq!(filter_for("WARN", true).unwrap().to_string(), "xenpt::ioreq=trace,xenpt=warn,warn");
         assert_eq!(filter_for("xenpt::config=debug,info", false).unwrap().to_string(), "xenpt::config=debug,info");
         assert!(filter_for("", false).is_err());

@@ -6,7 +6,10 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 XL=/usr/lib/xen-4.17/bin/xl
 XENBIN=/usr/lib/xen-4.17/bin
 log() { echo "E2E-LOG [$(cut -d' ' -f1 /proc/uptime)s] $*"; }
-res() { echo "E2E $1 $2 $3 ${*:4}"; }
+# A scenario's verdict lines go to $RESFILE while it runs (printed once it is final: see
+# the retry below); setup lines are printed at once.
+RESFILE=
+res() { if [ -n "$RESFILE" ]; then echo "E2E $1 $2 $3 ${*:4}" >> "$RESFILE"; else echo "E2E $1 $2 $3 ${*:4}"; fi; }
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev 2>/dev/null
 mkdir -p /dev/pts; mount -t devpts devpts /dev/pts; mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /tmp
 mount -o remount,rw /; mkdir -p /var/log/xen/console /var/run/xen /run/xenstored /var/lib/xen
@@ -124,7 +127,9 @@ probe_timer() { # scenario name
 # Start xenpt for domain $2 in the background (pid in XPID) and wait for its ready line.
 start_xenpt() { # scenario domid
     rm -f /tmp/ready
-    /usr/local/bin/xenpt --log-level info run --domid $2 --sbdf $NVME --assign --ready-fd 3 3>/tmp/ready 2>/tmp/$1-xenpt.log &
+    # xenpt-strace: the same xenpt under strace -c, for its syscall counts per guest access.
+    local wrap=; [ "$1" = xenpt-strace ] && wrap="env LD_LIBRARY_PATH=/usr/local/lib/diag /usr/local/lib/diag/strace -f -c -o /tmp/$1.strace"
+    $wrap /usr/local/bin/xenpt --log-level info run --domid $2 --sbdf $NVME --assign --ready-fd 3 3>/tmp/ready 2>/tmp/$1-xenpt.log &
     XPID=$!
     for i in $(seq 1 100); do [ -s /tmp/ready ] && break; kill -0 $XPID 2>/dev/null || break; sleep 0.2; done
     if [ -s /tmp/ready ]; then res $1 xenpt-ready PASS "$(cat /tmp/ready)"; else res $1 xenpt-ready FAIL "$(tail -3 /tmp/$1-xenpt.log | tr '\n' ' ')"; fi
@@ -146,6 +151,7 @@ run_xenpt() { # scenario guest-extra [type]
     probe_timer $sc $name
     $XL unpause $name
     local st; st=$(wait_shutdown $name 300)
+    note_triple_fault $sc $domid
     [ "$st" = shutdown ] && res $sc guest-shutdown PASS "clean poweroff" || res $sc guest-shutdown FAIL "$st"
     kill $sampler 2>/dev/null
     res $sc xenpt-rss INFO "$(sort -n /tmp/$sc.rss 2>/dev/null | tail -1 || echo ?) KiB (peak VmRSS while serving)"
@@ -196,6 +202,7 @@ run_xenpt_death() { # scenario: the guest powers off and is destroyed; xenpt mus
     start_xenpt $sc $domid; local xpid=$XPID
     $XL unpause $name
     local st; st=$(wait_shutdown $name 300)
+    note_triple_fault $sc $domid
     # on_poweroff=destroy: shut down first, then gone.
     local j=0; while [ "$st" = shutdown ] && $XL domid $name >/dev/null 2>&1 && [ $j -lt 30 ]; do sleep 1; j=$((j+1)); done
     $XL domid $name >/dev/null 2>&1 && st=still-there || st=gone
@@ -215,6 +222,7 @@ run_qemu() { # scenario: the incumbent, QEMU's xen_pt, on the same device
     probe_timer $sc $name
     $XL unpause $name
     local st; st=$(wait_shutdown $name 300)
+    note_triple_fault $sc $domid
     local qpid; qpid=$(pgrep -f "xen-domid $domid" | head -1)
     res $sc qemu-rss INFO "$(awk '/^VmRSS/ {print $2}' /proc/$qpid/status 2>/dev/null || echo ?) KiB"
     [ "$st" = shutdown ] && res $sc guest-shutdown PASS "clean poweroff" || res $sc guest-shutdown FAIL "$st"
@@ -222,10 +230,20 @@ run_qemu() { # scenario: the incumbent, QEMU's xen_pt, on the same device
     $XL destroy $name 2>/dev/null
 }
 
-for sc in $scenarios; do
-    log "scenario $sc"
+# The emulated machine's known fragility: a guest sometimes triple-faults under TCG, with or
+# without passthrough (xen-in-qemu/REPORT.md). Record it for the scenario (before anything
+# clears Xen's log) so that the scenario can be retried once.
+note_triple_fault() { # scenario domid
+    local l; l=$($XL dmesg 2>/dev/null | grep -a "d$2v[0-9]* Triple fault" | head -1)
+    [ -n "$l" ] && echo "$l; $($XL dmesg 2>/dev/null | grep -a -A3 "Dumping Dom$2 vcpu" | grep -a 'RIP' | head -1)" > /tmp/$1.triple
+}
+
+run_scenario() { # scenario
+    local sc=$1
     case $sc in
         xenpt-hvm) run_xenpt $sc "nopv" ;;
+        # Diagnostic (not in the default set): xenpt-hvm with xenpt under strace -c.
+        xenpt-strace) run_xenpt $sc "nopv"; sed "s/^/E2E-STRACE /" /tmp/$sc.strace 2>/dev/null | head -30 ;;
         xenpt-hvm-pvhvm) run_xenpt $sc "" ;;
         # pci=noacpi: libxl's PVH ACPI tables describe no PCI host bridge, and with ACPI
         # Linux never runs its legacy scan of bus 0 (where xenpt's host bridge answers).
@@ -235,6 +253,24 @@ for sc in $scenarios; do
         qemu-hvm) run_qemu $sc ;;
         *) res $sc known FAIL "unknown scenario" ;;
     esac
+}
+
+for sc in $scenarios; do
+    for attempt in 1 2; do
+        log "scenario $sc (attempt $attempt)"
+        RESFILE=/tmp/res-$sc; : > $RESFILE; rm -f /tmp/$sc.triple
+        run_scenario $sc
+        # Retried once, and only when the guest triple-faulted; the retry is reported.
+        if [ $attempt = 1 ] && [ -f /tmp/$sc.triple ] && grep -q ' FAIL ' $RESFILE; then
+            sed "s/^/E2E-LOG $sc attempt 1 (discarded): /" $RESFILE
+            echo "E2E $sc retried INFO the guest triple-faulted on attempt 1 (TCG fragility; Xen: $(cat /tmp/$sc.triple))" > /tmp/$sc.retried
+            continue
+        fi
+        break
+    done
+    RESFILE=
+    cat /tmp/$sc.retried 2>/dev/null; rm -f /tmp/$sc.retried
+    cat /tmp/res-$sc
 done
 sleep 2
 left=$($XL list 2>/dev/null | awk 'NR > 2 {print $1}' | tr '\n' ' ')

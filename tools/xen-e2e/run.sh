@@ -18,6 +18,9 @@
 # guest, which no other device model serves; libxl refuses passthrough= for PVH, so the
 # domain gets its IOMMU context from the test-only shim pvh-iommu.c LD_PRELOADed into
 # `xl create`; the guest boots with pci=noacpi and finds xenpt's host bridge at 00:00.0).
+# xenpt-strace (diagnostic, not in the default set): xenpt-hvm with xenpt under strace -c.
+# A scenario whose guest triple-faults (the emulated machine's known fragility under TCG)
+# is retried once in the same boot, and the retry is reported.
 # Needs root (debootstrap, chroot), gcc and libxen-dev (for the shim), ~3 GiB in /var/tmp.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -35,7 +38,7 @@ serial=$logs/serial.log
 qrc=0
 if [ $report_only = 0 ]; then
     need=()
-    for p in qemu-system-x86_64:qemu-system-x86 debootstrap:debootstrap mke2fs:e2fsprogs cpio:cpio; do
+    for p in qemu-system-x86_64:qemu-system-x86 debootstrap:debootstrap mke2fs:e2fsprogs cpio:cpio strace:strace; do
         command -v "${p%%:*}" >/dev/null 2>&1 || need+=("${p##*:}")
     done
     [ -x /bin/busybox ] && file /bin/busybox 2>/dev/null | grep -q static || need+=(busybox-static)
@@ -53,6 +56,13 @@ if [ $report_only = 0 ]; then
     install -m755 "$here/dom0-init.sh" "$out/rootfs/sbin/xenpt-e2e-init"
     mkdir -p "$out/rootfs/usr/local/lib"
     gcc -shared -fPIC -O2 -Wall -o "$out/rootfs/usr/local/lib/xenpt-e2e-pvh-iommu.so" "$here/pvh-iommu.c" -ldl
+    # For the diagnostic scenario xenpt-strace: the host's strace and the libraries it needs
+    # beyond the image's (same Debian release), under /usr/local/lib/diag.
+    if command -v strace >/dev/null 2>&1; then
+        mkdir -p "$out/rootfs/usr/local/lib/diag"
+        cp "$(command -v strace)" "$out/rootfs/usr/local/lib/diag/"
+        ldd "$(command -v strace)" | awk '/=> \// {print $3}' | grep -E 'unwind|lzma' | xargs -r cp -t "$out/rootfs/usr/local/lib/diag/"
+    fi
     install -m755 "$here/guest-init.sh" "$out/guest-root/init"
     (cd "$out/guest-root" && find . | cpio -o -H newc --quiet | gzip -9) > "$out/rootfs/root/guest/guest-initrd.gz"
     img=$logs/rootfs.img
