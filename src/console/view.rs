@@ -740,7 +740,12 @@ pub fn stats(dm: &mut DeviceModel, ioreqs: Option<ServerStats>) -> String {
         None => line!(s, "ioreqs: no ioreq server attached"),
     }
     if let Some(r) = ioreqs {
-        line!(s, "request handling (slot taken to completion): {}", r.latency.summary());
+        line!(
+            s,
+            "request handling (slot taken to completion, 1 in {} timed): {}",
+            crate::ioreq::LATENCY_SAMPLE,
+            r.latency.summary()
+        );
     }
     line!(
         s,
