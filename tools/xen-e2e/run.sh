@@ -14,7 +14,7 @@
 # (required: the guest is destroyed on poweroff and xenpt notices through its xenstore
 # watch, tears down and exits 0 without being signalled), xenpt-intx (extra: the guest
 # kernel with pci=nomsi, so the nvme driver runs on the INTx line xenpt bound), qemu-hvm
-# (extra: QEMU's xen_pt on the same device, for comparison), xenpt-pvh (extra: a PVH
+# (required, the anchor: QEMU's xen_pt on the same device, for comparison), xenpt-pvh (extra: a PVH
 # guest, which no other device model serves; libxl refuses passthrough= for PVH, so the
 # domain gets its IOMMU context from the test-only shim pvh-iommu.c LD_PRELOADed into
 # `xl create`; the guest boots with pci=noacpi and finds xenpt's host bridge at 00:00.0).
@@ -30,7 +30,7 @@ report_only=0
 if [ "${1:-}" = --report ]; then report_only=1; shift; fi
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(xenpt-hvm xenpt-hvm-pvhvm xenpt-death xenpt-intx xenpt-pvh qemu-hvm)
-required=(xenpt-hvm xenpt-hvm-pvhvm xenpt-death)
+required=(xenpt-hvm xenpt-hvm-pvhvm xenpt-death qemu-hvm)
 start=$(date +%s)
 mkdir -p "$logs"
 
