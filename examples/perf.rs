@@ -140,6 +140,8 @@ fn rss_breakdown(pid: u32, exe: &str) -> BTreeMap<&'static str, u64> {
                 "main stack"
             } else if path.starts_with("/memfd:") {
                 "ioreq pages (shared)"
+            } else if path.starts_with("[anon") {
+                "anonymous (thread stacks, large allocations)"
             } else if path.starts_with('[') {
                 "kernel (vdso, vvar)"
             } else if path.is_empty() {
@@ -244,7 +246,7 @@ fn main() {
     std::thread::sleep(Duration::from_millis(500));
     let before = switches(pid);
     std::thread::sleep(Duration::from_secs(o.idle));
-    let woke = switches(pid) - before;
+    let woke = switches(pid).saturating_sub(before);
     v.check(&format!("idle wake-ups over {} s", o.idle), format!("{woke}"), "0", woke == 0);
 
     // Budget 5: the same guest's accesses with N-1 other xenpt processes idle.
@@ -272,7 +274,11 @@ fn main() {
     let before: u64 = others.iter().map(|x| switches(x.pid())).sum();
     std::thread::sleep(Duration::from_secs(1));
     let after: u64 = others.iter().map(|x| switches(x.pid())).sum();
-    println!("perf: the other {} processes woke {} times in 1 s while idle", others.len(), after - before);
+    println!(
+        "perf: the other {} processes woke {} times in 1 s while idle",
+        others.len(),
+        after.saturating_sub(before)
+    );
     let mut bad = 0;
     for x in others {
         bad += !x.stop().success() as u32;

@@ -362,6 +362,15 @@ impl HostDevice for VfioDevice {
         self.region_rw(self.info.config, offset as u64, &mut b[..size as usize], false)?;
         Ok(u32::from_le_bytes(b))
     }
+    fn config_read_all(&self, buf: &mut [u8]) -> Result<(), HostError> {
+        if self.config_via_sysfs {
+            return self.sysfs.config_read_all(buf);
+        }
+        if buf.len() % 4 != 0 || buf.len() > self.config_size() {
+            return Err(HostError::BadAccess { sbdf: self.sbdf(), offset: 0, size: 4 });
+        }
+        self.region_rw(self.info.config, 0, buf, false)
+    }
     fn config_write(&self, offset: u16, size: u8, value: u32) -> Result<(), HostError> {
         if self.config_via_sysfs {
             return self.sysfs.config_write(offset, size, value);

@@ -296,8 +296,8 @@ pub trait Xen: Send {
     fn evtchn_notify(&mut self, port: EvtchnPort) -> XenResult<()>;
     /// read() of the evtchn fd without blocking: appends the local ports that fired.
     /// A port that fired stays masked until [`Xen::evtchn_unmask`]. Returns true when the
-    /// queue was seen empty (a short read, or EAGAIN): the caller need not read again
-    /// before the fd's next wake-up (ports that fire later wake it again).
+    /// queue was seen empty (EAGAIN): the caller need not read again before the fd's next
+    /// wake-up, since a port firing into an empty queue wakes the fd.
     fn evtchn_pending(&mut self, out: &mut Vec<EvtchnPort>) -> XenResult<bool>;
     /// write() of a port to the evtchn fd: unmask it.
     fn evtchn_unmask(&mut self, port: EvtchnPort) -> XenResult<()>;

@@ -69,6 +69,8 @@ unsafe impl PageBacking for HeapPage {
     }
 }
 
+const SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+
 /// A page of shared memory behind a file descriptor: created with memfd_create by the
 /// simulator when it serves device models in other processes (`xen::remote`), or mapped
 /// from such an fd received over the simulator's socket.
@@ -81,7 +83,8 @@ impl FdPage {
     /// A new zeroed page in a memfd.
     pub fn create() -> std::io::Result<Self> {
         // SAFETY: a NUL-terminated name and valid flags; the result is checked.
-        let raw = unsafe { libc::memfd_create(c"xenpt-shared-page".as_ptr(), libc::MFD_CLOEXEC) };
+        let raw =
+            unsafe { libc::memfd_create(c"xenpt-shared-page".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
         if raw < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -91,11 +94,34 @@ impl FdPage {
         if unsafe { libc::ftruncate(fd.as_raw_fd(), PAGE_BYTES as libc::off_t) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
+        // The size is fixed for good: a mapping of it can never fault on a truncated file.
+        // SAFETY: fcntl on the descriptor we own, with a seal mask.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
         Self::map(fd)
     }
 
-    /// Map one page of `fd` (at offset 0), shared and writable.
+    /// Map one page of `fd` (at offset 0), shared and writable. The fd must be a memfd
+    /// of at least a page whose size is sealed (as [`FdPage::create`] makes them): a file
+    /// that could shrink under the mapping would turn accesses into SIGBUS.
     pub fn map(fd: OwnedFd) -> std::io::Result<Self> {
+        // SAFETY: fcntl F_GET_SEALS on a descriptor we own; the result is checked.
+        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+        if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "page fd is not a size-sealed memfd"));
+        }
+        // SAFETY: fstat fills a stat buffer we own for a descriptor we own.
+        let size = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            if libc::fstat(fd.as_raw_fd(), &mut st) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            st.st_size
+        };
+        if size < PAGE_BYTES as libc::off_t {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "page fd is smaller than a page"));
+        }
         // SAFETY: a fresh shared mapping of one page of a descriptor we own; the kernel
         // picks the address, and the result is checked before use.
         let p = unsafe {

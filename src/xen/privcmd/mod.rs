@@ -414,13 +414,12 @@ impl Xen for PrivcmdXen {
             match self.evtchn.read(&mut buf) {
                 Ok(0) => return Ok(true),
                 Ok(n) => {
-                    out.extend(buf[..n - n % 4].chunks_exact(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])));
-                    // The driver hands out everything its ring holds, up to the buffer:
-                    // a short read emptied it, and a port firing later wakes the fd again.
-                    // Not reading again saves a syscall per guest access.
-                    if n < buf.len() {
-                        return Ok(true);
-                    }
+                    out.extend(buf[..n - n % 4].chunks_exact(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])))
+                    // Read on to EAGAIN even after a short read: the evtchn driver wakes
+                    // the fd only when its ring goes from empty to non-empty, and a port
+                    // that fires between a read's copy and its consumer update lands in a
+                    // ring that is not empty, with no wake-up. Only EAGAIN proves the ring
+                    // empty, so that the next port to fire wakes the edge-triggered poll.
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,

@@ -3,6 +3,7 @@
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{op, recv, recv_fd, send, Msg, PROTOCOL};
@@ -14,9 +15,13 @@ use crate::xen::{
     PirqMapped, PtIrq, SharedPage, Xen, XenError, XenResult, XenVersion,
 };
 
-/// The connection to the simulator, shared by the Xen and host-device handles.
+/// The connection to the simulator, shared by the Xen and host-device handles. After any
+/// transport error it is shut down for good: a half-written request or a half-read reply
+/// would leave the stream out of step, and later replies would be read at the wrong
+/// offset.
 struct Conn {
     sock: Mutex<UnixStream>,
+    broken: AtomicBool,
 }
 
 impl Conn {
@@ -24,16 +29,31 @@ impl Conn {
         self.sock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Run `f` on the socket unless the connection broke before; break it on an error.
+    fn with<T>(&self, f: impl FnOnce(&UnixStream) -> std::io::Result<T>) -> std::io::Result<T> {
+        let s = self.lock();
+        if self.broken.load(Ordering::Relaxed) {
+            return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "simulator connection broken earlier"));
+        }
+        let r = f(&s);
+        if r.is_err() {
+            self.broken.store(true, Ordering::Relaxed);
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        r
+    }
+
     /// A request and its reply.
     fn call(&self, words: &[u64]) -> std::io::Result<Msg> {
-        let s = self.lock();
-        send(&s, words, "")?;
-        recv(&s)
+        self.with(|s| {
+            send(s, words, "")?;
+            recv(s)
+        })
     }
 
     /// A one-way message.
     fn cast(&self, words: &[u64]) -> std::io::Result<()> {
-        send(&self.lock(), words, "")
+        self.with(|s| send(s, words, ""))
     }
 }
 
@@ -52,7 +72,7 @@ pub fn connect(path: &Path) -> std::io::Result<RemoteXen> {
     }
     let evtchn = UnixDatagram::from(recv_fd(&sock)?);
     evtchn.set_nonblocking(true)?;
-    Ok(RemoteXen { conn: Arc::new(Conn { sock: Mutex::new(sock) }), evtchn })
+    Ok(RemoteXen { conn: Arc::new(Conn { sock: Mutex::new(sock), broken: AtomicBool::new(false) }), evtchn })
 }
 
 /// [`Xen`] in the simulator's process.
@@ -110,7 +130,8 @@ impl Xen for RemoteXen {
         let kind = match m.word(0) {
             0 => GuestKind::Pv,
             1 => GuestKind::Hvm,
-            _ => GuestKind::Pvh,
+            2 => GuestKind::Pvh,
+            _ => return Err(XenError::new("domain_info", domid, Errno::EINVAL)),
         };
         Ok(DomainInfo {
             domid,
@@ -129,20 +150,27 @@ impl Xen for RemoteXen {
 
     fn map_ioreq_pages(&mut self, domid: DomId, id: IoservId) -> XenResult<IoreqPages> {
         const NAME: &str = "map_ioreq_pages";
-        // The reply and its fds must not interleave with another call: one lock throughout.
-        let s = self.conn.lock();
-        send(&s, &[op::MAP_IOREQ_PAGES, domid as u64, id as u64], "").map_err(|e| xen_err(NAME, domid, e))?;
-        let m = recv(&s).map_err(|e| xen_err(NAME, domid, e))?;
+        // The reply and its fds must not interleave with another call: one lock throughout,
+        // and every fd received before any is used, so the stream stays in step.
+        let (m, fds) = self
+            .conn
+            .with(|s| {
+                send(s, &[op::MAP_IOREQ_PAGES, domid as u64, id as u64], "")?;
+                let m = recv(s)?;
+                let n = if m.word(0) != 0 { 0 } else { 1 + (m.word(1) != 0) as usize };
+                let fds = (0..n).map(|_| recv_fd(s)).collect::<std::io::Result<Vec<_>>>()?;
+                Ok((m, fds))
+            })
+            .map_err(|e| xen_err(NAME, domid, e))?;
         if m.word(0) != 0 {
             return Err(XenError::new(NAME, domid, Errno(m.word(0) as i32)));
         }
-        let page = |s: &UnixStream| -> XenResult<SharedPage> {
-            let fd = recv_fd(s).map_err(|e| xen_err(NAME, domid, e))?;
+        let mut pages = fds.into_iter().map(|fd| {
             let p = FdPage::map(fd).map_err(|e| xen_err(NAME, domid, e))?;
             Ok(SharedPage::new(Arc::new(p)))
-        };
-        let ioreq = page(&s)?;
-        let bufioreq = if m.word(1) != 0 { Some(page(&s)?) } else { None };
+        });
+        let ioreq = pages.next().ok_or(XenError::new(NAME, domid, Errno(libc::EIO)))??;
+        let bufioreq = pages.next().transpose()?;
         let bufioreq_port = (m.word(2) != 0).then_some(m.word(3) as EvtchnPort);
         Ok(IoreqPages { ioreq, bufioreq, bufioreq_port })
     }

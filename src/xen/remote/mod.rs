@@ -180,25 +180,39 @@ pub fn recv_fd(sock: &UnixStream) -> io::Result<OwnedFd> {
     if n == 0 {
         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "simulator closed the socket"));
     }
-    // SAFETY: the kernel filled msg_control; CMSG_FIRSTHDR/CMSG_DATA walk inside it, and
-    // an SCM_RIGHTS message of this length carries one int.
-    let fd = unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        if c.is_null()
-            || (*c).cmsg_level != libc::SOL_SOCKET
-            || (*c).cmsg_type != libc::SCM_RIGHTS
-            || (*c).cmsg_len < libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as usize
-        {
-            None
-        } else {
-            Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>()))
+    // Every descriptor the message carried is now ours: take them all, so that extras
+    // are closed (dropped) rather than leaked, then insist on exactly one.
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    // SAFETY: the kernel filled msg_control up to msg_controllen; CMSG_FIRSTHDR/NXTHDR walk
+    // only inside it, and an SCM_RIGHTS message's data holds (cmsg_len - CMSG_LEN(0)) / 4
+    // ints, each a descriptor SCM_RIGHTS installed in our table for us to own.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let n = ((*c).cmsg_len - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<libc::c_int>();
+                let data = libc::CMSG_DATA(c).cast::<libc::c_int>();
+                for i in 0..n {
+                    let fd = std::ptr::read_unaligned(data.add(i));
+                    if fd >= 0 {
+                        fds.push(OwnedFd::from_raw_fd(fd));
+                    }
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
         }
-    };
-    match fd {
-        // SAFETY: SCM_RIGHTS installed this descriptor in our table for us to own.
-        Some(fd) if fd >= 0 => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
-        _ => Err(io::Error::new(io::ErrorKind::InvalidData, "expected a file descriptor")),
     }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 || fds.len() != 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "expected one file descriptor, got {}{}",
+                fds.len(),
+                if msg.msg_flags & libc::MSG_CTRUNC != 0 { " (truncated)" } else { "" }
+            ),
+        ));
+    }
+    fds.pop().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "expected a file descriptor"))
 }
 
 #[cfg(test)]

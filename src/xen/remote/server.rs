@@ -34,7 +34,15 @@ impl Server {
     pub fn spawn(self, listener: UnixListener) -> JoinHandle<()> {
         std::thread::spawn(move || {
             for stream in listener.incoming() {
-                let Ok(stream) = stream else { return };
+                let stream = match stream {
+                    Ok(s) => s,
+                    // Out of fds, or a client gone before accept: keep serving the others.
+                    Err(e) => {
+                        tracing::warn!("simulator: accept: {e}");
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        continue;
+                    }
+                };
                 let (sim, devices) = (self.sim.clone(), self.devices.clone());
                 let spawned = std::thread::Builder::new()
                     .name("sim-conn".into())
@@ -61,7 +69,14 @@ fn ok(values: impl IntoIterator<Item = u64>) -> Reply<'static> {
     Reply { words, text: String::new(), fds: Vec::new() }
 }
 
-fn fail(errno: Errno, text: String) -> Reply<'static> {
+fn fail(errno: Errno, mut text: String) -> Reply<'static> {
+    if text.len() > super::MAX_TEXT {
+        let mut cut = super::MAX_TEXT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
     Reply { words: vec![errno.0 as u64], text, fds: Vec::new() }
 }
 

@@ -42,6 +42,19 @@ fn a_passed_fd_maps_the_same_page() {
 
 use crate::xen::SharedPage;
 
+#[test]
+fn only_a_size_sealed_page_fd_is_mapped() {
+    // A plain file could shrink under the mapping (SIGBUS on access): refused.
+    let f = tempfile::tempfile().unwrap();
+    f.set_len(4096).unwrap();
+    let err = crate::xen::page::FdPage::map(f.into()).err().expect("an unsealed file must be refused");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    // The simulator's pages are sealed at creation.
+    let page = SharedPage::memfd().unwrap();
+    let fd = page.fd().unwrap().try_clone_to_owned().unwrap();
+    assert!(crate::xen::page::FdPage::map(fd).is_ok());
+}
+
 struct Rig {
     sim: Sim,
     nvme: EmulatedNvme,

@@ -562,8 +562,6 @@ impl State {
         }
     }
 
-    /// Xen's guest unmask of a pirq (guest_mask_msi_irq(desc, false)): clear the mask and
-    /// deliver what arrived while it was masked, if the pirq is bound.
     /// Release the state lock, then make the device MSI-X mask writes the last change of
     /// pirq state owes (outside the lock: the device may call back into the machine).
     pub(crate) fn unlock_writing_device_masks(mut guard: MutexGuard<'_, State>) {
@@ -600,6 +598,8 @@ impl State {
         out
     }
 
+    /// Xen's guest unmask of a pirq (guest_mask_msi_irq(desc, false)): clear the mask and
+    /// deliver what arrived while it was masked, if the pirq is bound.
     fn guest_unmask(&mut self, domid: DomId, pirq: u32, cv: &Condvar) {
         let Some(p) = self.domains.get_mut(&domid).and_then(|d| d.pirqs.get_mut(&pirq)) else { return };
         p.guest_masked = false;
