@@ -5,10 +5,10 @@
 # failed an assertion is never retried here. (Inside the run, a scenario whose guest
 # triple-faulted, the emulator's known fragility, is retried once and reported: see
 # dom0-init.sh.) Worst case: image build <= 15 min (a clean machine; cached afterwards),
-# then 2 x 10 min.
+# then 2 x 9 min (a normal run of these scenarios takes 4-5 min).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-export XENPT_E2E_TIMEOUT=${XENPT_E2E_TIMEOUT:-600}
+export XENPT_E2E_TIMEOUT=${XENPT_E2E_TIMEOUT:-540}
 logs=${XENPT_E2E_LOGS:-/tmp/xenpt-e2e-ci}
 scenarios=(xenpt-hvm xenpt-hvm-pvhvm xenpt-death qemu-hvm)
 for attempt in 1 2; do
