@@ -7,8 +7,12 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${XENPT_E2E_CACHE:-/var/tmp/xenpt-e2e}
-pkgs="xen-system-amd64 xen-hypervisor-4.17-amd64 xen-utils-4.17 xenstore-utils qemu-system-xen linux-image-amd64 pciutils kmod iproute2 procps busybox"
-key=$( (echo "$pkgs"; cat "$here/build.sh") | sha256sum | cut -c1-16)
+# XENPT_E2E_SUITE=trixie XENPT_E2E_XEN=4.20: Debian 13's Xen 4.20 and Linux 6.12, for the
+# PVH-dom0 run (run.sh --pvh-dom0). Default: bookworm's Xen 4.17.
+suite=${XENPT_E2E_SUITE:-bookworm}
+xenver=${XENPT_E2E_XEN:-4.17}
+pkgs="xen-system-amd64 xen-hypervisor-$xenver-amd64 xen-utils-$xenver xenstore-utils qemu-system-xen linux-image-amd64 pciutils kmod iproute2 procps busybox"
+key=$( (echo "$suite $pkgs"; cat "$here/build.sh") | sha256sum | cut -c1-16)
 out=$cache/$key
 mkdir -p "$cache"
 if [ -f "$out/ready" ]; then
@@ -22,7 +26,7 @@ root=$out/rootfs
 mirror=$(grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1 | awk '{print $2}')
 mirror=${mirror:-$(awk '/^deb /{print $2; exit}' /etc/apt/sources.list 2>/dev/null)}
 [ -n "$mirror" ] || { echo "build: no Debian mirror found in the host's apt sources" >&2; exit 1; }
-debootstrap --variant=minbase bookworm "$root" "$mirror" > "$out/debootstrap.log" 2>&1 \
+debootstrap --variant=minbase "$suite" "$root" "$mirror" > "$out/debootstrap.log" 2>&1 \
     || { tail -20 "$out/debootstrap.log"; exit 1; }
 cp /etc/apt/sources.list.d/*.sources "$root/etc/apt/sources.list.d/" 2>/dev/null || cp /etc/apt/sources.list "$root/etc/apt/" 2>/dev/null || true
 printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"; chmod +x "$root/usr/sbin/policy-rc.d"
@@ -41,15 +45,33 @@ g=$out/guest-root
 mkdir -p "$g"/{bin,proc,sys,dev,mod}
 cp /bin/busybox "$g/bin/busybox"
 for a in sh echo cat cut printf mount uname poweroff sleep ls insmod dd head dmesg grep sed tr cmp hexdump awk sync; do ln -s busybox "$g/bin/$a"; done
-for n in crct10dif_common crct10dif_generic crc-t10dif crc64 crc64_rocksoft_generic crc64-rocksoft t10-pi nvme-core nvme; do
-    f=$(find "$root/lib/modules/$kver/kernel" -name "$n.ko" | head -1)
-    [ -n "$f" ] && cp "$f" "$g/mod/"
+# The nvme driver and what it depends on, in load order, from the kernel's modules.dep
+# (names and dependencies change between kernels); compressed modules are unpacked, since
+# busybox's insmod loads plain ones.
+dep="$root/lib/modules/$kver/modules.dep"
+order=()
+add_mod() {
+    local m=$1 x d
+    for x in "${order[@]}"; do [ "$x" = "$m" ] && return; done
+    for d in $(grep "^$m:" "$dep" | cut -d: -f2); do add_mod "$d"; done
+    order+=("$m")
+}
+add_mod "$(grep -o '^[^:]*/nvme\.ko[^:]*' "$dep" | head -1)"
+: > "$g/mod/order"
+for m in "${order[@]}"; do
+    b=$(basename "$m")
+    case "$m" in
+        *.ko.xz) xz -dc "$root/lib/modules/$kver/$m" > "$g/mod/${b%.xz}"; b=${b%.xz} ;;
+        *.ko.zst) zstd -qdc "$root/lib/modules/$kver/$m" > "$g/mod/${b%.zst}"; b=${b%.zst} ;;
+        *) cp "$root/lib/modules/$kver/$m" "$g/mod/" ;;
+    esac
+    echo "$b" >> "$g/mod/order"
 done
 mkdir -p "$root/root/guest"
 cp "$root"/boot/vmlinuz-* "$root/root/guest/vmlinuz"
 cp "$root"/boot/vmlinuz-* "$out/vmlinuz"
 cp "$root"/boot/initrd.img-* "$out/initrd.img"
-zcat "$root"/boot/xen-4.17-amd64.gz > "$out/xen"
+zcat "$root"/boot/xen-$xenver-amd64.gz > "$out/xen"
 touch "$out/ready"
 echo "$out" > "$cache/current"
 echo "build: done"

@@ -3,8 +3,8 @@
 # assignable, run the scenarios named on the kernel command line (xenpt.scenarios=a:b),
 # print one "E2E <scenario> <check> PASS|FAIL <detail>" line per check, power off.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-XL=/usr/lib/xen-4.17/bin/xl
-XENBIN=/usr/lib/xen-4.17/bin
+XENBIN=$(ls -d /usr/lib/xen-*/bin | head -1)
+XL=$XENBIN/xl
 log() { echo "E2E-LOG [$(cut -d' ' -f1 /proc/uptime)s] $*"; }
 # A scenario's verdict lines go to $RESFILE while it runs (printed once it is final: see
 # the retry below); setup lines are printed at once.
@@ -19,6 +19,7 @@ XENSTORED_ROOTDIR=/run/xenstored $XENBIN/xenstored --pid-file /run/xenstore.pid
 $XENBIN/xen-init-dom0 >/dev/null
 $XENBIN/xenconsoled --pid-file=/run/xenconsoled.pid --log=all --log-dir=/var/log/xen/console
 log "xen $($XL info | sed -n 's/^xen_version *: //p'), xenpt $(/usr/local/bin/xenpt --version)"
+res setup dom0-type INFO "dom0 is $(cat /sys/hypervisor/guest_type 2>/dev/null || echo '?'), kernel $(uname -r)"
 NVME=$(for d in /sys/bus/pci/devices/*; do [ "$(cat $d/class)" = 0x010802 ] && basename $d; done | head -1)
 $XL pci-assignable-add "$NVME" >/dev/null 2>&1
 drv=$(basename "$(readlink /sys/bus/pci/devices/$NVME/driver)")
@@ -249,6 +250,8 @@ run_scenario() { # scenario
         # Linux never runs its legacy scan of bus 0 (where xenpt's host bridge answers).
         xenpt-pvh) run_xenpt $sc "console=hvc0 pci=noacpi" pvh ;;
         xenpt-death) run_xenpt_death $sc ;;
+        # Issue 9, 5a: the xenpt-hvm guest, with xenpt running in a PVH dom0 (run.sh --pvh-dom0).
+        pvh-dom0) run_xenpt $sc "nopv" ;;
         xenpt-intx) run_xenpt $sc "nopv pci=nomsi" ;;
         qemu-hvm) run_qemu $sc ;;
         *) res $sc known FAIL "unknown scenario" ;;

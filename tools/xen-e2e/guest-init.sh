@@ -26,9 +26,8 @@ else
     cat $files > /dev/null
     t1=$(cut -d' ' -f1 /proc/uptime)
     echo "GUEST-CFGLAT reads=4096 seconds=$(awk "BEGIN {printf \"%.2f\", $t1 - $t0}")"
-    for n in crct10dif_common crct10dif_generic crc-t10dif crc64 crc64_rocksoft_generic crc64-rocksoft t10-pi nvme-core nvme; do
-        [ -f /mod/$n.ko ] && insmod /mod/$n.ko 2>/dev/null
-    done
+    # The nvme driver and its dependencies, in the order build.sh wrote.
+    for m in $(cat /mod/order); do insmod /mod/$m 2>/dev/null; done
     i=0; while [ ! -b /dev/nvme0n1 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
     # The node can appear before the namespace's capacity is set: wait for a size too
     # (a read in between returns nothing, which once failed the marker check).

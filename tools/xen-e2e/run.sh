@@ -28,6 +28,27 @@ top=$(cd "$here/../.." && pwd)
 logs=${XENPT_E2E_LOGS:-/tmp/xenpt-e2e-logs}
 report_only=0
 if [ "${1:-}" = --report ]; then report_only=1; shift; fi
+# --pvh-dom0 (issue 9, 5a, stretch; does not get as far as xenpt yet, see below): Debian
+# 13's Xen 4.20 and Linux 6.12, dom0 booted as PVH (dom0=pvh), to run xenpt there; default
+# scenario pvh-dom0 (the HVM guest of xenpt-hvm).
+xen_extra=
+dom0_extra=
+root_dev=vda
+root_disk="-device virtio-blk-pci,drive=root"
+if [ "${1:-}" = --pvh-dom0 ]; then
+    shift
+    export XENPT_E2E_SUITE=trixie XENPT_E2E_XEN=4.20
+    xen_extra="dom0=pvh"
+    # Where it stops (session 3): Xen 4.20 builds the PVH dom0 and Linux 6.12 boots as one,
+    # but Xen logs "setup 0000:00:0N.0 for d0 failed (-12)" for most of dom0's functions
+    # (which ones varies with the slot layout: the NVMe at 00:03.0 was set up in one layout,
+    # at 00:02.0 it failed in the next); those functions' BARs never reach dom0, so its own
+    # root disk cannot be read (virtio-blk: the probe hangs; AHCI: its registers read
+    # all-ones) and dom0 never reaches the scenarios. Not solved; see the issue 9 notes.
+    dom0_extra="8250.nr_uarts=0"
+    root_disk="-device virtio-blk-pci,drive=root,disable-legacy=on -vga none"
+    [ $# -gt 0 ] || set -- pvh-dom0
+fi
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(xenpt-hvm xenpt-hvm-pvhvm xenpt-death xenpt-intx xenpt-pvh qemu-hvm)
 required=(xenpt-hvm xenpt-hvm-pvhvm xenpt-death qemu-hvm)
@@ -38,7 +59,7 @@ serial=$logs/serial.log
 qrc=0
 if [ $report_only = 0 ]; then
     need=()
-    for p in qemu-system-x86_64:qemu-system-x86 debootstrap:debootstrap mke2fs:e2fsprogs cpio:cpio strace:strace; do
+    for p in qemu-system-x86_64:qemu-system-x86 debootstrap:debootstrap mke2fs:e2fsprogs cpio:cpio strace:strace xz:xz-utils; do
         command -v "${p%%:*}" >/dev/null 2>&1 || need+=("${p##*:}")
     done
     [ -x /bin/busybox ] && file /bin/busybox 2>/dev/null | grep -q static || need+=(busybox-static)
@@ -80,9 +101,9 @@ if [ $report_only = 0 ]; then
         -cpu max,-rdtscp,-smap,-smep -smp 2 -m 3072 -display none -monitor none -no-reboot \
         -serial "file:$serial" -device intel-iommu,intremap=on \
         -kernel "$out/xen" \
-        -append "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M loglvl=all guest_loglvl=all" \
-        -initrd "$out/vmlinuz root=/dev/vda rw console=hvc0 earlyprintk=xen init=/sbin/xenpt-e2e-init xenpt.scenarios=$sc_arg,$out/initrd.img" \
-        -drive "file=$img,if=none,id=root,format=raw" -device virtio-blk-pci,drive=root \
+        -append "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M loglvl=all guest_loglvl=all $xen_extra" \
+        -initrd "$out/vmlinuz root=/dev/$root_dev rw console=hvc0 earlyprintk=xen init=/sbin/xenpt-e2e-init xenpt.scenarios=$sc_arg $dom0_extra,$out/initrd.img" \
+        -drive "file=$img,if=none,id=root,format=raw" $root_disk \
         -drive "file=$logs/nvme.img,if=none,id=nvm,format=raw" -device nvme,serial=deadbeef01,drive=nvm \
         -net none -snapshot
     qrc=$?
