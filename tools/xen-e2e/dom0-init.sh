@@ -64,12 +64,9 @@ wait_shutdown() { # name timeout
         case "$st" in
             *s*) echo shutdown; return;;
             *c*) echo crashed; return;;
-            # An empty answer is only "gone" if the domain really has no id any more,
-            # three times over 3 s: xl can fail transiently under TCG (run 20 read a
-            # booting guest as gone once, and the scenario failed).
-            "") local miss=0 k
-                for k in 1 2 3; do $XL domid "$1" >/dev/null 2>&1 || miss=$((miss + 1)); sleep 1; done
-                [ $miss -eq 3 ] && { echo gone; return; };;
+            # An empty answer is only "gone" if the domain really has no id any more
+            # (xl list can fail transiently while xenstore is busy).
+            "") $XL domid "$1" >/dev/null 2>&1 || { echo gone; return; };;
         esac
         sleep 2; i=$((i+2))
     done
