@@ -98,6 +98,7 @@ pub trait HostDevice: Send {
     /// `config_size()`), for the start-up snapshot. Backends that can read it in one go
     /// (sysfs: one pread; the simulator: one round trip) override this.
     fn config_read_all(&self, buf: &mut [u8]) -> Result<(), HostError> {
+        check_config_block(self.sbdf(), buf.len(), self.config_size())?;
         for (i, dw) in buf.chunks_exact_mut(4).enumerate() {
             dw.copy_from_slice(&self.config_read((i * 4) as u16, 4)?.to_le_bytes());
         }
@@ -134,6 +135,16 @@ pub fn check_bar_access(sbdf: Sbdf, bar: u8, offset: u64, size: u8, bar_size: u6
         Ok(())
     } else {
         Err(HostError::Invalid { sbdf, what: format!("BAR{bar} access at {offset:#x} size {size}") })
+    }
+}
+
+/// Check a whole-block config read ([`HostDevice::config_read_all`]): a multiple of 4
+/// bytes from offset 0, inside `limit`.
+pub fn check_config_block(sbdf: Sbdf, len: usize, limit: usize) -> Result<(), HostError> {
+    if len % 4 == 0 && len <= limit {
+        Ok(())
+    } else {
+        Err(HostError::BadAccess { sbdf, offset: 0, size: 4 })
     }
 }
 

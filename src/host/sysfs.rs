@@ -201,9 +201,7 @@ impl HostDevice for SysfsDevice {
     }
 
     fn config_read_all(&self, buf: &mut [u8]) -> Result<(), HostError> {
-        if buf.len() % 4 != 0 || buf.len() > self.config_size {
-            return Err(HostError::BadAccess { sbdf: self.sbdf, offset: 0, size: 4 });
-        }
+        check_config_block(self.sbdf, buf.len(), self.config_size)?;
         // One pread: the kernel still reads the function dword by dword.
         self.config.read_exact_at(buf, 0).map_err(|source| HostError::Io {
             sbdf: self.sbdf,

@@ -366,9 +366,7 @@ impl HostDevice for VfioDevice {
         if self.config_via_sysfs {
             return self.sysfs.config_read_all(buf);
         }
-        if buf.len() % 4 != 0 || buf.len() > self.config_size() {
-            return Err(HostError::BadAccess { sbdf: self.sbdf(), offset: 0, size: 4 });
-        }
+        check_config_block(self.sbdf(), buf.len(), self.config_size())?;
         self.region_rw(self.info.config, 0, buf, false)
     }
     fn config_write(&self, offset: u16, size: u8, value: u32) -> Result<(), HostError> {

@@ -98,10 +98,7 @@ impl RemoteXen {
     /// Call and check the reply's errno; the reply's values.
     fn x(&self, name: &'static str, domid: DomId, words: &[u64]) -> XenResult<Msg> {
         let m = self.conn.call(words).map_err(|e| xen_err(name, domid, e))?;
-        match m.word(0) {
-            0 => Ok(Msg { words: m.words.get(1..).unwrap_or(&[]).to_vec(), text: m.text }),
-            e => Err(XenError::new(name, domid, Errno(e as i32))),
-        }
+        m.into_result().map_err(|(e, _)| XenError::new(name, domid, Errno(e as i32)))
     }
 
     /// A host device of the simulator, by its host SBDF.
@@ -335,10 +332,7 @@ pub struct RemoteHost {
 impl RemoteHost {
     fn h(&self, what: &str, words: &[u64]) -> Result<Msg, HostError> {
         let m = self.conn.call(words).map_err(|e| io_err(self.sbdf, what, e))?;
-        match m.word(0) {
-            0 => Ok(Msg { words: m.words.get(1..).unwrap_or(&[]).to_vec(), text: m.text }),
-            _ => Err(HostError::Invalid { sbdf: self.sbdf, what: m.text }),
-        }
+        m.into_result().map_err(|(_, text)| HostError::Invalid { sbdf: self.sbdf, what: text })
     }
 
     fn s(&self) -> u64 {
@@ -355,7 +349,7 @@ pub(super) fn bar_words(b: &HostBar) -> [u64; 5] {
     [b.index as u64, b.base, b.size, kind, b.prefetchable as u64]
 }
 
-fn bar_from(w: &[u64]) -> HostBar {
+pub(super) fn bar_from(w: &[u64]) -> HostBar {
     let g = |i: usize| w.get(i).copied().unwrap_or(0);
     let kind = match g(3) {
         0 => BarKind::Io,

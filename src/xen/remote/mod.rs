@@ -92,6 +92,15 @@ impl Msg {
     pub fn word(&self, i: usize) -> u64 {
         self.words.get(i).copied().unwrap_or(0)
     }
+
+    /// A reply split at its first word: the values on success, else the errno and the
+    /// error's text.
+    pub fn into_result(self) -> Result<Msg, (u64, String)> {
+        match self.word(0) {
+            0 => Ok(Msg { words: self.words.get(1..).unwrap_or(&[]).to_vec(), text: self.text }),
+            e => Err((e, self.text)),
+        }
+    }
 }
 
 /// Write one frame with a single write.
@@ -130,19 +139,26 @@ pub fn recv(mut sock: &UnixStream) -> io::Result<Msg> {
 
 const FD_CMSG_SPACE: usize = 64;
 
+/// A message header for one byte of data (`iov`) and a control buffer of `controllen`
+/// bytes at `cbuf` (u64 elements keep it aligned for cmsghdr). Both must outlive its use.
+fn one_byte_msghdr(iov: &mut libc::iovec, cbuf: &mut [u64; FD_CMSG_SPACE / 8], controllen: usize) -> libc::msghdr {
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = controllen.min(FD_CMSG_SPACE);
+    msg
+}
+
 /// Pass one fd: one byte of data carrying SCM_RIGHTS.
 pub fn send_fd(sock: &UnixStream, fd: BorrowedFd<'_>) -> io::Result<()> {
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
-    // u64 elements keep the control buffer aligned for cmsghdr.
     let mut cbuf = [0u64; FD_CMSG_SPACE / 8];
-    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
     // SAFETY: CMSG_SPACE only computes a size.
-    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
+    let msg = one_byte_msghdr(&mut iov, &mut cbuf, space);
     // SAFETY: msg_control points at cbuf, which is larger than CMSG_SPACE(int) and aligned;
     // CMSG_FIRSTHDR therefore returns a pointer inside it, and CMSG_DATA leaves room for
     // one int (CMSG_LEN(int) <= CMSG_SPACE(int)).
@@ -166,12 +182,7 @@ pub fn recv_fd(sock: &UnixStream) -> io::Result<OwnedFd> {
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
     let mut cbuf = [0u64; FD_CMSG_SPACE / 8];
-    // SAFETY: as in send_fd.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    let mut msg = one_byte_msghdr(&mut iov, &mut cbuf, FD_CMSG_SPACE);
     // SAFETY: the iovec and control buffer are valid for their lengths for the call.
     let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
     if n < 0 {

@@ -8,10 +8,10 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::client::{bar_words, range_kind};
+use super::client::{bar_from, bar_words, range_kind};
 use super::{op, recv, send, send_fd, Msg, PROTOCOL};
 use crate::host::nvme::{EmulatedNvme, NvmeHost};
-use crate::host::{BarKind, HostBar, HostDevice};
+use crate::host::HostDevice;
 use crate::pci::Sbdf;
 use crate::xen::sim::{Sim, SimXen};
 use crate::xen::{BufIoreq, Errno, GuestKind, IoRange, PirqMap, PtIrq, Xen, XenError};
@@ -282,12 +282,7 @@ fn host_op(m: &Msg, devices: &BTreeMap<Sbdf, EmulatedNvme>, hosts: &mut BTreeMap
         op::HOST_BAR_READ => host(h.bar_read(w(2) as u8, w(3), w(4) as u8).map(|v| vec![v])),
         op::HOST_BAR_WRITE => host(h.bar_write(w(2) as u8, w(3), w(4) as u8, w(5)).map(|_| vec![])),
         op::HOST_PAGE_SHARERS => {
-            let kind = match w(5) {
-                0 => BarKind::Io,
-                1 => BarKind::Mem32,
-                _ => BarKind::Mem64,
-            };
-            let bar = HostBar { index: w(2) as u8, base: w(3), size: w(4), kind, prefetchable: w(6) != 0 };
+            let bar = bar_from(m.words.get(2..).unwrap_or(&[]));
             host(h.page_sharers(&bar).map(|v| v.iter().map(|s| s.to_u32() as u64).collect()))
         }
         op::HOST_RESET => host(h.reset().map(|_| vec![])),
