@@ -263,6 +263,17 @@ run_scenario() { # scenario
 # harness's wait loop or xl died and the scenario was misread).
 dom0_faults() { dmesg 2>/dev/null | grep -acE 'segfault at|general protection fault'; }
 
+# Before a retry: whatever the failed attempt left (a crashed wait can leave the guest
+# running, run 27), so that the retry starts as the first attempt did: no domain of that
+# name and no xenpt still serving.
+clean_up_attempt() { # scenario (the domain has the scenario's name)
+    pkill -TERM -x xenpt 2>/dev/null
+    $XL destroy $1 >/dev/null 2>&1
+    local i=0; while { $XL domid $1 >/dev/null 2>&1 || pgrep -x xenpt >/dev/null; } && [ $i -lt 20 ]; do sleep 1; i=$((i+1)); done
+    pkill -KILL -x xenpt 2>/dev/null
+    log "$1: attempt 1 cleaned up in ${i} s"
+}
+
 for sc in $scenarios; do
     for attempt in 1 2; do
         log "scenario $sc (attempt $attempt)"
@@ -277,6 +288,7 @@ for sc in $scenarios; do
             if [ -f /tmp/$sc.triple ]; then why="the guest triple-faulted on attempt 1 (TCG fragility; Xen: $(cat /tmp/$sc.triple))"
             else why="$faults dom0 process(es) crashed during attempt 1 (TCG fragility; dom0: $(dmesg | grep -aE 'segfault at|general protection fault' | tail -1 | cut -c1-120))"; fi
             echo "E2E $sc retried INFO $why" > /tmp/$sc.retried
+            clean_up_attempt $sc
             continue
         fi
         break
