@@ -28,6 +28,7 @@ for attempt in 1 2; do
         echo "xen-e2e ci: FAIL: only ${left} s left of the ${budget} s budget, too little for a boot (attempt $attempt)"
         exit 1
     fi
+    rm -rf "$logs/attempt-$attempt" # an old run's serial.log must not be read as this one's
     XENPT_E2E_TIMEOUT=$bound XENPT_E2E_LOGS=$logs/attempt-$attempt "$here/run.sh" "${scenarios[@]}"
     rc=$?
     [ $rc -eq 0 ] && exit 0
