@@ -94,6 +94,11 @@ impl EventLoop {
         let poll = Poll::new()?;
         let fd = xen.evtchn_fd();
         poll.registry().register(&mut SourceFd(&fd), EVTCHN, Interest::READABLE)?;
+        // mio registers edge-triggered; the real evtchn fd is switched to level-triggered,
+        // which spares a read per wake-up (see Xen::evtchn_level_triggered).
+        use std::os::fd::AsRawFd;
+        let level = xen.evtchn_level_triggered(poll.as_raw_fd(), EVTCHN.0 as u64)?;
+        tracing::debug!(target: "xenpt::ioreq", level, "event-channel fd registered");
         let waker = Arc::new(Waker::new(poll.registry(), STOP)?);
         Ok(EventLoop {
             poll,
@@ -152,8 +157,9 @@ impl EventLoop {
         self.waker.clone()
     }
 
-    /// Serve until stopped. The event-channel fd is edge-triggered in mio, so every
-    /// readiness drains it completely (IoreqServer::poll reads until empty). A console, if
+    /// Serve until stopped. Every readiness of the event-channel fd is served until the
+    /// backend says nothing is left to read before the next one (IoreqServer::poll; read to
+    /// EAGAIN while edge-triggered, to a short read once level-triggered). A console, if
     /// attached, answers the commands that need no device model.
     pub fn run(
         &mut self,

@@ -288,6 +288,16 @@ pub trait Xen: Send {
 
     /// The fd to poll for event-channel notifications (/dev/xen/evtchn).
     fn evtchn_fd(&self) -> RawFd;
+    /// Switch the evtchn fd's entry in the event loop's epoll set `epoll_fd` (registered
+    /// there under `token`) to level-triggered, if this backend can. From then on
+    /// [`Xen::evtchn_pending`] may stop at a short read and still return true: the next
+    /// epoll_wait reports the fd again while its queue is not empty, so a port that fired
+    /// during the read is not left behind. That saves one read (the one that proves the
+    /// queue empty with EAGAIN) per wake-up. Returns whether it switched; by default it
+    /// does not, and the fd stays edge-triggered and is read to EAGAIN.
+    fn evtchn_level_triggered(&self, _epoll_fd: RawFd, _token: u64) -> std::io::Result<bool> {
+        Ok(false)
+    }
     /// IOCTL_EVTCHN_BIND_INTERDOMAIN: returns the local port.
     fn evtchn_bind_interdomain(&mut self, domid: DomId, remote_port: EvtchnPort) -> XenResult<EvtchnPort>;
     /// IOCTL_EVTCHN_UNBIND.
@@ -296,8 +306,9 @@ pub trait Xen: Send {
     fn evtchn_notify(&mut self, port: EvtchnPort) -> XenResult<()>;
     /// read() of the evtchn fd without blocking: appends the local ports that fired.
     /// A port that fired stays masked until [`Xen::evtchn_unmask`]. Returns true when the
-    /// queue was seen empty (EAGAIN): the caller need not read again before the fd's next
-    /// wake-up, since a port firing into an empty queue wakes the fd.
+    /// caller need not read again before the fd's next readiness: the queue was seen empty
+    /// (EAGAIN), since a port firing into an empty queue wakes the fd, or, once the fd is
+    /// level-triggered ([`Xen::evtchn_level_triggered`]), a read came back short.
     fn evtchn_pending(&mut self, out: &mut Vec<EvtchnPort>) -> XenResult<bool>;
     /// write() of a port to the evtchn fd: unmask it.
     fn evtchn_unmask(&mut self, port: EvtchnPort) -> XenResult<()>;

@@ -15,6 +15,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use abi::*;
@@ -170,7 +171,24 @@ pub struct PrivcmdXen {
     version: XenVersion,
     domctl_version: u32,
     bound: BTreeSet<EvtchnPort>,
+    /// The evtchn fd is level-triggered in the event loop's epoll set: a short read is
+    /// enough (see Xen::evtchn_level_triggered).
+    evtchn_level: AtomicBool,
     pub buffers_from_device: bool,
+}
+
+/// EPOLL_CTL_MOD of `fd`'s entry in the epoll set `epoll_fd` to level-triggered
+/// readability, with `token` as its event data (mio's registration of the same fd under
+/// Token(token) is edge-triggered, and mio reads the token back from that data).
+pub(crate) fn epoll_level_triggered(epoll_fd: RawFd, fd: RawFd, token: u64) -> std::io::Result<()> {
+    let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32, u64: token };
+    // SAFETY: epoll_ctl reads the one epoll_event passed by pointer, which lives for the
+    // call; both fds are plain integers the kernel checks (EBADF, ENOENT otherwise).
+    let rc = unsafe { libc::epoll_ctl(epoll_fd, libc::EPOLL_CTL_MOD, fd, &mut ev) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn open_dev(path: &'static str, nonblock: bool) -> Result<File, OpenError> {
@@ -203,6 +221,7 @@ impl PrivcmdXen {
             version: XenVersion { major: 0, minor: 0 },
             domctl_version: 0,
             bound: BTreeSet::new(),
+            evtchn_level: AtomicBool::new(false),
             buffers_from_device: from_dev,
         };
         let raw = x
@@ -389,6 +408,12 @@ impl Xen for PrivcmdXen {
         self.evtchn.as_raw_fd()
     }
 
+    fn evtchn_level_triggered(&self, epoll_fd: RawFd, token: u64) -> std::io::Result<bool> {
+        epoll_level_triggered(epoll_fd, self.evtchn.as_raw_fd(), token)?;
+        self.evtchn_level.store(true, Ordering::Relaxed);
+        Ok(true)
+    }
+
     fn evtchn_bind_interdomain(&mut self, domid: DomId, remote_port: EvtchnPort) -> XenResult<EvtchnPort> {
         let mut a = EvtchnBindInterdomain { remote_domain: domid as u32, remote_port };
         let port = self.evtchn_ioctl("evtchn_bind_interdomain", IOCTL_EVTCHN_BIND_INTERDOMAIN, &mut a)? as u32;
@@ -414,12 +439,16 @@ impl Xen for PrivcmdXen {
             match self.evtchn.read(&mut buf) {
                 Ok(0) => return Ok(true),
                 Ok(n) => {
-                    out.extend(buf[..n - n % 4].chunks_exact(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])))
-                    // Read on to EAGAIN even after a short read: the evtchn driver wakes
-                    // the fd only when its ring goes from empty to non-empty, and a port
-                    // that fires between a read's copy and its consumer update lands in a
-                    // ring that is not empty, with no wake-up. Only EAGAIN proves the ring
-                    // empty, so that the next port to fire wakes the edge-triggered poll.
+                    out.extend(buf[..n - n % 4].chunks_exact(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])));
+                    // Edge-triggered, read on to EAGAIN even after a short read: the evtchn
+                    // driver wakes the fd only when its ring goes from empty to non-empty,
+                    // and a port that fires between a read's copy and its consumer update
+                    // lands in a ring that is not empty, with no wake-up. Only EAGAIN
+                    // proves the ring empty. Level-triggered, a short read is enough: the
+                    // next epoll_wait polls the fd again and reports such a port.
+                    if n < buf.len() && self.evtchn_level.load(Ordering::Relaxed) {
+                        return Ok(true);
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -589,6 +618,47 @@ mod tests {
         assert_eq!(&d.u[16..24], &0xf000_2000u64.to_le_bytes(), "gtable at 16");
         let i = pt_irq_payload(PtIrq::PciIntx { pirq: 11, bus: 0, device: 4, intx: 1 });
         assert_eq!((i.irq_type, i.u[0], i.u[1], i.u[2]), (PT_IRQ_TYPE_PCI, 0, 4, 1));
+    }
+
+    /// The switch the real evtchn fd gets in the event loop, on a socket that behaves the
+    /// same way (readable while bytes are queued): after mio's edge-triggered registration,
+    /// a partial read leaves data behind that no later poll reports; once switched, the
+    /// next poll reports it, under the token mio registered.
+    #[test]
+    fn level_triggered_switch_reports_what_a_short_read_left() {
+        use mio::unix::SourceFd;
+        use mio::{Events, Interest, Poll, Token};
+        use std::os::unix::net::UnixStream;
+        use std::time::Duration;
+
+        let ready = |poll: &mut Poll| {
+            let mut events = Events::with_capacity(4);
+            poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
+            events.iter().map(|e| e.token()).collect::<Vec<_>>()
+        };
+        for level in [false, true] {
+            let (mut rx, mut tx) = UnixStream::pair().unwrap();
+            rx.set_nonblocking(true).unwrap();
+            let mut poll = Poll::new().unwrap();
+            let fd = rx.as_raw_fd();
+            poll.registry().register(&mut SourceFd(&fd), Token(7), Interest::READABLE).unwrap();
+            if level {
+                epoll_level_triggered(poll.as_raw_fd(), fd, 7).unwrap();
+            }
+            tx.write_all(&[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+            assert_eq!(ready(&mut poll), [Token(7)], "level={level}: first readiness");
+            let mut half = [0u8; 4];
+            rx.read_exact(&mut half).unwrap();
+            let again = ready(&mut poll);
+            if level {
+                assert_eq!(again, [Token(7)], "level-triggered: the bytes left are reported again");
+                rx.read_exact(&mut half).unwrap();
+                assert!(ready(&mut poll).is_empty(), "level-triggered: nothing once drained");
+            } else {
+                assert!(again.is_empty(), "edge-triggered: no new wake-up for the bytes left");
+            }
+        }
+        assert!(epoll_level_triggered(-1, 0, 7).is_err(), "a bad epoll fd is an error, not a panic");
     }
 
     #[test]
