@@ -78,7 +78,7 @@ impl Xen for BenchXen {
     fn evtchn_notify(&mut self, port: EvtchnPort) -> XenResult<()> {
         self.dm.send(&port.to_ne_bytes()).map(|_| ()).map_err(|_| XenError::new("evtchn_notify", 1, Errno::EINVAL))
     }
-    fn evtchn_pending(&mut self, out: &mut Vec<EvtchnPort>) -> XenResult<bool> {
+    fn evtchn_pending(&mut self, out: &mut Vec<EvtchnPort>, _readiness: Readiness) -> XenResult<bool> {
         let mut b = [0u8; 4];
         while let Ok(4) = self.dm.recv(&mut b) {
             out.push(u32::from_ne_bytes(b));
@@ -167,7 +167,7 @@ impl Rig {
                     // The same drain loop as IoreqServer::poll, minus all processing.
                     loop {
                         ports.clear();
-                        let drained = xen.evtchn_pending(&mut ports).unwrap();
+                        let drained = xen.evtchn_pending(&mut ports, Readiness::Edge).unwrap();
                         if ports.is_empty() {
                             break;
                         }

@@ -17,7 +17,7 @@ use signal_hook::SigId;
 
 use super::{IoHandler, IoreqServer};
 use crate::console::{Console, Inspect};
-use crate::xen::{Xen, XenError};
+use crate::xen::{epoll_level_triggered, Readiness, Xen, XenError};
 
 const EVTCHN: Token = Token(0);
 const STOP: Token = Token(1);
@@ -94,11 +94,10 @@ impl EventLoop {
         let poll = Poll::new()?;
         let fd = xen.evtchn_fd();
         poll.registry().register(&mut SourceFd(&fd), EVTCHN, Interest::READABLE)?;
-        // mio registers edge-triggered; the real evtchn fd is switched to level-triggered,
-        // which spares a read per wake-up (see Xen::evtchn_level_triggered).
+        // mio registers edge-triggered; level-triggered spares a read per wake-up
+        // (Readiness::Level). Undone with the registration on drop.
         use std::os::fd::AsRawFd;
-        let level = xen.evtchn_level_triggered(poll.as_raw_fd(), EVTCHN.0 as u64)?;
-        tracing::debug!(target: "xenpt::ioreq", level, "event-channel fd registered");
+        epoll_level_triggered(poll.as_raw_fd(), fd, EVTCHN.0 as u64)?;
         let waker = Arc::new(Waker::new(poll.registry(), STOP)?);
         Ok(EventLoop {
             poll,
@@ -157,9 +156,9 @@ impl EventLoop {
         self.waker.clone()
     }
 
-    /// Serve until stopped. Every readiness of the event-channel fd is served until the
-    /// backend says nothing is left to read before the next one (IoreqServer::poll; read to
-    /// EAGAIN while edge-triggered, to a short read once level-triggered). A console, if
+    /// Serve until stopped. The event-channel fd is level-triggered here, so each readiness
+    /// is served up to a short read of it (IoreqServer::poll_as, Readiness::Level); what
+    /// fired meanwhile is reported by the next poll. A console, if
     /// attached, answers the commands that need no device model.
     pub fn run(
         &mut self,
@@ -188,7 +187,7 @@ impl EventLoop {
     ) -> Result<StopReason, LoopError> {
         let mut events = Events::with_capacity(64);
         // Anything that arrived before registration (Xen's bind-time pending event).
-        server.poll(xen, target.handler())?;
+        server.poll_as(xen, target.handler(), Readiness::Level)?;
         loop {
             let backlog = self.console.as_ref().is_some_and(|c| c.has_backlog());
             match self.poll.poll(&mut events, backlog.then_some(Duration::ZERO)) {
@@ -201,7 +200,7 @@ impl EventLoop {
             for ev in events.iter() {
                 match ev.token() {
                     EVTCHN => {
-                        server.poll(xen, target.handler())?;
+                        server.poll_as(xen, target.handler(), Readiness::Level)?;
                     }
                     STOP => return Ok(StopReason::Requested),
                     WATCH => {

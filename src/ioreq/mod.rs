@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use crate::pci::Sbdf;
 use crate::xen::abi::*;
-use crate::xen::{BufIoreq, DomId, EvtchnPort, IoRange, IoreqPages, IoservId, Xen, XenError};
+use crate::xen::{BufIoreq, DomId, EvtchnPort, IoRange, IoreqPages, IoservId, Readiness, Xen, XenError};
 use slot::{Ioreq, Slot};
 
 /// A guest access, decoded and validated.
@@ -206,12 +206,24 @@ impl IoreqServer {
         Ok(())
     }
 
-    /// Serve everything pending. Returns the number of requests handled.
+    /// Serve everything pending, the evtchn fd watched edge-triggered. Returns the number
+    /// of requests handled.
     pub fn poll(&mut self, xen: &mut dyn Xen, handler: &mut dyn IoHandler) -> Result<usize, XenError> {
+        self.poll_as(xen, handler, Readiness::Edge)
+    }
+
+    /// As [`IoreqServer::poll`], for a caller that watches the evtchn fd as `readiness`
+    /// says (the event loop: level-triggered).
+    pub fn poll_as(
+        &mut self,
+        xen: &mut dyn Xen,
+        handler: &mut dyn IoHandler,
+        readiness: Readiness,
+    ) -> Result<usize, XenError> {
         let mut handled = 0;
         loop {
             self.events.clear();
-            let drained = xen.evtchn_pending(&mut self.events)?;
+            let drained = xen.evtchn_pending(&mut self.events, readiness)?;
             if self.events.is_empty() {
                 return Ok(handled);
             }

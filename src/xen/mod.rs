@@ -266,6 +266,34 @@ pub mod gflags {
 ///
 /// `domid` is always the *target* (guest) domain. Methods map 1:1 onto Xen calls so that
 /// the operation record of the simulator reads like a trace of real hypercalls.
+/// How the caller watches the evtchn fd, which decides when a read of it may stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// Edge-triggered (mio's registration): the evtchn driver wakes the fd only when its
+    /// queue goes from empty to non-empty, and a port that fires between a read's copy and
+    /// its consumer update lands in a queue that is not empty, with no wake-up. Only EAGAIN
+    /// proves the queue empty, so the fd is read until then.
+    Edge,
+    /// Level-triggered (the event loop's, see [`epoll_level_triggered`]): epoll polls the
+    /// fd again at the next wait and reports such a port, so a short read is enough. That
+    /// spares the read that would only have returned EAGAIN.
+    Level,
+}
+
+/// EPOLL_CTL_MOD of `fd`'s entry in the epoll set `epoll_fd` to level-triggered
+/// readability, with `token` as its event data (mio registers edge-triggered only, and reads
+/// the token back from that data: `Token(data as usize)`).
+pub(crate) fn epoll_level_triggered(epoll_fd: RawFd, fd: RawFd, token: u64) -> std::io::Result<()> {
+    let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32, u64: token };
+    // SAFETY: epoll_ctl reads the one epoll_event passed by pointer, which lives for the
+    // call; both fds are plain integers the kernel checks (EBADF, ENOENT otherwise).
+    let rc = unsafe { libc::epoll_ctl(epoll_fd, libc::EPOLL_CTL_MOD, fd, &mut ev) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub trait Xen: Send {
     /// XENVER_version.
     fn version(&mut self) -> XenResult<XenVersion>;
@@ -288,16 +316,6 @@ pub trait Xen: Send {
 
     /// The fd to poll for event-channel notifications (/dev/xen/evtchn).
     fn evtchn_fd(&self) -> RawFd;
-    /// Switch the evtchn fd's entry in the event loop's epoll set `epoll_fd` (registered
-    /// there under `token`) to level-triggered, if this backend can. From then on
-    /// [`Xen::evtchn_pending`] may stop at a short read and still return true: the next
-    /// epoll_wait reports the fd again while its queue is not empty, so a port that fired
-    /// during the read is not left behind. That saves one read (the one that proves the
-    /// queue empty with EAGAIN) per wake-up. Returns whether it switched; by default it
-    /// does not, and the fd stays edge-triggered and is read to EAGAIN.
-    fn evtchn_level_triggered(&self, _epoll_fd: RawFd, _token: u64) -> std::io::Result<bool> {
-        Ok(false)
-    }
     /// IOCTL_EVTCHN_BIND_INTERDOMAIN: returns the local port.
     fn evtchn_bind_interdomain(&mut self, domid: DomId, remote_port: EvtchnPort) -> XenResult<EvtchnPort>;
     /// IOCTL_EVTCHN_UNBIND.
@@ -305,11 +323,11 @@ pub trait Xen: Send {
     /// IOCTL_EVTCHN_NOTIFY.
     fn evtchn_notify(&mut self, port: EvtchnPort) -> XenResult<()>;
     /// read() of the evtchn fd without blocking: appends the local ports that fired.
-    /// A port that fired stays masked until [`Xen::evtchn_unmask`]. Returns true when the
-    /// caller need not read again before the fd's next readiness: the queue was seen empty
-    /// (EAGAIN), since a port firing into an empty queue wakes the fd, or, once the fd is
-    /// level-triggered ([`Xen::evtchn_level_triggered`]), a read came back short.
-    fn evtchn_pending(&mut self, out: &mut Vec<EvtchnPort>) -> XenResult<bool>;
+    /// A port that fired stays masked until [`Xen::evtchn_unmask`]. `readiness` says how
+    /// the caller watches the fd. Returns true when the caller need not read again before
+    /// the fd's next readiness: the queue was seen empty (EAGAIN), since a port firing into
+    /// an empty queue wakes the fd, or, under [`Readiness::Level`], a read came back short.
+    fn evtchn_pending(&mut self, out: &mut Vec<EvtchnPort>, readiness: Readiness) -> XenResult<bool>;
     /// write() of a port to the evtchn fd: unmask it.
     fn evtchn_unmask(&mut self, port: EvtchnPort) -> XenResult<()>;
 

@@ -15,7 +15,6 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use abi::*;
@@ -171,24 +170,30 @@ pub struct PrivcmdXen {
     version: XenVersion,
     domctl_version: u32,
     bound: BTreeSet<EvtchnPort>,
-    /// The evtchn fd is level-triggered in the event loop's epoll set: a short read is
-    /// enough (see Xen::evtchn_level_triggered).
-    evtchn_level: AtomicBool,
     pub buffers_from_device: bool,
 }
 
-/// EPOLL_CTL_MOD of `fd`'s entry in the epoll set `epoll_fd` to level-triggered
-/// readability, with `token` as its event data (mio's registration of the same fd under
-/// Token(token) is edge-triggered, and mio reads the token back from that data).
-pub(crate) fn epoll_level_triggered(epoll_fd: RawFd, fd: RawFd, token: u64) -> std::io::Result<()> {
-    let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32, u64: token };
-    // SAFETY: epoll_ctl reads the one epoll_event passed by pointer, which lives for the
-    // call; both fds are plain integers the kernel checks (EBADF, ENOENT otherwise).
-    let rc = unsafe { libc::epoll_ctl(epoll_fd, libc::EPOLL_CTL_MOD, fd, &mut ev) };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
+/// Read fired ports from the evtchn fd `r` into `out` (see Xen::evtchn_pending): returns
+/// Ok(true) once nothing need be read before the fd's next readiness. Errors, ring overflow
+/// (EFBIG) among them, are the caller's.
+fn read_ports(r: &mut impl Read, out: &mut Vec<EvtchnPort>, readiness: Readiness) -> std::io::Result<bool> {
+    let mut buf = [0u8; 256];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return Ok(true),
+            Ok(n) => {
+                out.extend(buf[..n - n % 4].chunks_exact(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])));
+                // A full buffer may have left ports behind; a short one emptied the queue
+                // as this read saw it, which is enough only level-triggered (Readiness).
+                if n < buf.len() && readiness == Readiness::Level {
+                    return Ok(true);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
     }
-    Ok(())
 }
 
 fn open_dev(path: &'static str, nonblock: bool) -> Result<File, OpenError> {
@@ -221,7 +226,6 @@ impl PrivcmdXen {
             version: XenVersion { major: 0, minor: 0 },
             domctl_version: 0,
             bound: BTreeSet::new(),
-            evtchn_level: AtomicBool::new(false),
             buffers_from_device: from_dev,
         };
         let raw = x
@@ -408,12 +412,6 @@ impl Xen for PrivcmdXen {
         self.evtchn.as_raw_fd()
     }
 
-    fn evtchn_level_triggered(&self, epoll_fd: RawFd, token: u64) -> std::io::Result<bool> {
-        epoll_level_triggered(epoll_fd, self.evtchn.as_raw_fd(), token)?;
-        self.evtchn_level.store(true, Ordering::Relaxed);
-        Ok(true)
-    }
-
     fn evtchn_bind_interdomain(&mut self, domid: DomId, remote_port: EvtchnPort) -> XenResult<EvtchnPort> {
         let mut a = EvtchnBindInterdomain { remote_domain: domid as u32, remote_port };
         let port = self.evtchn_ioctl("evtchn_bind_interdomain", IOCTL_EVTCHN_BIND_INTERDOMAIN, &mut a)? as u32;
@@ -433,34 +431,17 @@ impl Xen for PrivcmdXen {
         self.evtchn_ioctl("evtchn_notify", IOCTL_EVTCHN_NOTIFY, &mut a).map(|_| ())
     }
 
-    fn evtchn_pending(&mut self, out: &mut Vec<EvtchnPort>) -> XenResult<bool> {
-        let mut buf = [0u8; 256];
-        loop {
-            match self.evtchn.read(&mut buf) {
-                Ok(0) => return Ok(true),
-                Ok(n) => {
-                    out.extend(buf[..n - n % 4].chunks_exact(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])));
-                    // Edge-triggered, read on to EAGAIN even after a short read: the evtchn
-                    // driver wakes the fd only when its ring goes from empty to non-empty,
-                    // and a port that fires between a read's copy and its consumer update
-                    // lands in a ring that is not empty, with no wake-up. Only EAGAIN
-                    // proves the ring empty. Level-triggered, a short read is enough: the
-                    // next epoll_wait polls the fd again and reports such a port.
-                    if n < buf.len() && self.evtchn_level.load(Ordering::Relaxed) {
-                        return Ok(true);
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) if e.raw_os_error() == Some(libc::EFBIG) => {
-                    // Ring overflow: reset and treat every bound port as pending.
-                    let mut none = 0u8;
-                    self.evtchn_ioctl("evtchn_reset", IOCTL_EVTCHN_RESET, &mut none)?;
-                    out.extend(self.bound.iter().copied());
-                    return Ok(true);
-                }
-                Err(e) => return Err(XenError::new("evtchn_pending", 0, Errno(e.raw_os_error().unwrap_or(libc::EIO)))),
+    fn evtchn_pending(&mut self, out: &mut Vec<EvtchnPort>, readiness: Readiness) -> XenResult<bool> {
+        match read_ports(&mut self.evtchn, out, readiness) {
+            Ok(drained) => Ok(drained),
+            Err(e) if e.raw_os_error() == Some(libc::EFBIG) => {
+                // Ring overflow: reset and treat every bound port as pending.
+                let mut none = 0u8;
+                self.evtchn_ioctl("evtchn_reset", IOCTL_EVTCHN_RESET, &mut none)?;
+                out.extend(self.bound.iter().copied());
+                Ok(true)
             }
+            Err(e) => Err(XenError::new("evtchn_pending", 0, Errno(e.raw_os_error().unwrap_or(libc::EIO)))),
         }
     }
 
@@ -659,6 +640,40 @@ mod tests {
             }
         }
         assert!(epoll_level_triggered(-1, 0, 7).is_err(), "a bad epoll fd is an error, not a panic");
+    }
+
+    /// The evtchn fd's read loop against a scripted fd: how many reads each case takes.
+    #[test]
+    fn read_ports_stops_where_the_readiness_allows() {
+        struct Script(Vec<std::io::Result<usize>>, usize);
+        impl Read for Script {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                self.1 += 1;
+                let next = self.0.remove(0)?;
+                for (i, c) in buf[..next].chunks_exact_mut(4).enumerate() {
+                    c.copy_from_slice(&(i as u32 + 1).to_ne_bytes());
+                }
+                Ok(next)
+            }
+        }
+        let would_block = || Err(std::io::ErrorKind::WouldBlock.into());
+        let run = |script: Vec<std::io::Result<usize>>, readiness| {
+            let mut r = Script(script, 0);
+            let mut out = Vec::new();
+            let res = read_ports(&mut r, &mut out, readiness).map_err(|e| e.raw_os_error());
+            (res, out.len(), r.1)
+        };
+        // One port: edge-triggered reads on to EAGAIN, level-triggered stops at the short read.
+        assert_eq!(run(vec![Ok(4), would_block()], Readiness::Edge), (Ok(true), 1, 2));
+        assert_eq!(run(vec![Ok(4), would_block()], Readiness::Level), (Ok(true), 1, 1));
+        // A full buffer (64 ports) may have left some behind: read on either way.
+        assert_eq!(run(vec![Ok(256), Ok(8)], Readiness::Level), (Ok(true), 66, 2));
+        assert_eq!(run(vec![Ok(256), would_block()], Readiness::Level), (Ok(true), 64, 2));
+        // Interrupted is retried; EOF ends; other errors (EFBIG: ring overflow) go to the caller.
+        assert_eq!(run(vec![Err(std::io::ErrorKind::Interrupted.into()), Ok(4)], Readiness::Level), (Ok(true), 1, 2));
+        assert_eq!(run(vec![Ok(0)], Readiness::Edge), (Ok(true), 0, 1));
+        let efbig = std::io::Error::from_raw_os_error(libc::EFBIG);
+        assert_eq!(run(vec![Ok(4), Err(efbig)], Readiness::Edge), (Err(Some(libc::EFBIG)), 1, 2));
     }
 
     #[test]

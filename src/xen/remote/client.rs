@@ -10,6 +10,7 @@ use super::{op, recv, recv_fd, send, Msg, PROTOCOL};
 use crate::host::{BarKind, HostBar, HostDevice, HostError, HostIds, HostResources};
 use crate::pci::Sbdf;
 use crate::xen::page::FdPage;
+use crate::xen::Readiness;
 use crate::xen::{
     BufIoreq, DomId, DomainInfo, Errno, EvtchnPort, GuestKind, IoRange, IoRangeKind, IoreqPages, IoservId, PirqMap,
     PirqMapped, PtIrq, SharedPage, Xen, XenError, XenResult, XenVersion,
@@ -211,7 +212,8 @@ impl Xen for RemoteXen {
         self.conn.cast(&[op::EVTCHN_NOTIFY, port as u64]).map_err(|e| xen_err("evtchn_notify", 0, e))
     }
 
-    fn evtchn_pending(&mut self, out: &mut Vec<EvtchnPort>) -> XenResult<bool> {
+    /// Read to EAGAIN whatever `readiness` says (its fd carries one port per datagram).
+    fn evtchn_pending(&mut self, out: &mut Vec<EvtchnPort>, _readiness: Readiness) -> XenResult<bool> {
         let mut buf = [0u8; 4];
         loop {
             match self.evtchn.recv(&mut buf) {

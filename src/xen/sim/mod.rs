@@ -936,7 +936,8 @@ impl Xen for SimXen {
         Ok(())
     }
 
-    fn evtchn_pending(&mut self, out: &mut Vec<EvtchnPort>) -> XenResult<bool> {
+    /// Read to EAGAIN whatever `readiness` says (its fd carries one port per datagram).
+    fn evtchn_pending(&mut self, out: &mut Vec<EvtchnPort>, _readiness: Readiness) -> XenResult<bool> {
         let mut buf = [0u8; 4];
         loop {
             match self.rx.recv(&mut buf) {

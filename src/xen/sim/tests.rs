@@ -471,7 +471,7 @@ fn answering_with_state_none_crashes_the_guest() {
     }
     page.atomic_u8(IOREQ_FLAGS_OFFSET).store(STATE_IOREQ_NONE, std::sync::atomic::Ordering::Release);
     let mut ports = Vec::new();
-    x.evtchn_pending(&mut ports).unwrap();
+    x.evtchn_pending(&mut ports, Readiness::Edge).unwrap();
     for p in ports {
         x.evtchn_notify(p).unwrap();
     }
