@@ -47,26 +47,34 @@ cp /bin/busybox "$g/bin/busybox"
 for a in sh echo cat cut printf mount uname poweroff sleep ls insmod dd head dmesg grep sed tr cmp hexdump awk sync; do ln -s busybox "$g/bin/$a"; done
 # The nvme driver and what it depends on, in load order, from the kernel's modules.dep
 # (names and dependencies change between kernels); compressed modules are unpacked, since
-# busybox's insmod loads plain ones.
+# busybox's insmod loads plain ones. /mod/order: the nvme driver's; /mod/order-ahci: the
+# AHCI driver's and the SCSI disk's (the PVH-dom0 run passes an AHCI controller through).
 dep="$root/lib/modules/$kver/modules.dep"
 order=()
 add_mod() {
     local m=$1 x d
+    [ -n "$m" ] || return 0
     for x in "${order[@]}"; do [ "$x" = "$m" ] && return; done
     for d in $(grep "^$m:" "$dep" | cut -d: -f2); do add_mod "$d"; done
     order+=("$m")
 }
-add_mod "$(grep -o '^[^:]*/nvme\.ko[^:]*' "$dep" | head -1)"
-: > "$g/mod/order"
-for m in "${order[@]}"; do
-    b=$(basename "$m")
-    case "$m" in
-        *.ko.xz) xz -dc "$root/lib/modules/$kver/$m" > "$g/mod/${b%.xz}"; b=${b%.xz} ;;
-        *.ko.zst) zstd -qdc "$root/lib/modules/$kver/$m" > "$g/mod/${b%.zst}"; b=${b%.zst} ;;
-        *) cp "$root/lib/modules/$kver/$m" "$g/mod/" ;;
-    esac
-    echo "$b" >> "$g/mod/order"
-done
+write_order() { # file module-name ... (a module built into the kernel is skipped)
+    local f=$1 n m b; shift
+    order=()
+    for n in "$@"; do add_mod "$(grep -o "^[^:]*/$n\.ko[^:]*" "$dep" | head -1)"; done
+    : > "$f"
+    for m in "${order[@]}"; do
+        b=$(basename "$m")
+        case "$m" in
+            *.ko.xz) xz -dc "$root/lib/modules/$kver/$m" > "$g/mod/${b%.xz}"; b=${b%.xz} ;;
+            *.ko.zst) zstd -qdc "$root/lib/modules/$kver/$m" > "$g/mod/${b%.zst}"; b=${b%.zst} ;;
+            *) cp "$root/lib/modules/$kver/$m" "$g/mod/" ;;
+        esac
+        echo "$b" >> "$f"
+    done
+}
+write_order "$g/mod/order" nvme
+write_order "$g/mod/order-ahci" ahci sd_mod
 mkdir -p "$root/root/guest"
 cp "$root"/boot/vmlinuz-* "$root/root/guest/vmlinuz"
 cp "$root"/boot/vmlinuz-* "$out/vmlinuz"

@@ -20,7 +20,13 @@ $XENBIN/xen-init-dom0 >/dev/null
 $XENBIN/xenconsoled --pid-file=/run/xenconsoled.pid --log=all --log-dir=/var/log/xen/console
 log "xen $($XL info | sed -n 's/^xen_version *: //p'), xenpt $(/usr/local/bin/xenpt --version)"
 res setup dom0-type INFO "dom0 is $(cat /sys/hypervisor/guest_type 2>/dev/null || echo '?'), kernel $(uname -r)"
-NVME=$(for d in /sys/bus/pci/devices/*; do [ "$(cat $d/class)" = 0x010802 ] && basename $d; done | head -1)
+# The function passed through: the NVMe (class 0x010802), unless the dom0 kernel command
+# line names another class (xenpt.pt_class=, run.sh --pvh-dom0: see there).
+PT_CLASS=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^xenpt.pt_class=//p'); PT_CLASS=${PT_CLASS:-0x010802}
+# What the guest checks are named after, and the guest command line that tells it.
+KIND=nvme; DISK=nvme0n1; GUEST_PT=
+[ "$PT_CLASS" = 0x010601 ] && { KIND=ahci; DISK=sda; GUEST_PT="xenpt.pt_class=$PT_CLASS"; }
+NVME=$(for d in /sys/bus/pci/devices/*; do [ "$(cat $d/class)" = $PT_CLASS ] && basename $d; done | head -1)
 $XL pci-assignable-add "$NVME" >/dev/null 2>&1
 drv=$(basename "$(readlink /sys/bus/pci/devices/$NVME/driver)")
 [ "$drv" = pciback ] && res setup assignable PASS "$NVME bound to pciback" || res setup assignable FAIL "$NVME bound to $drv"
@@ -44,7 +50,7 @@ name = "$1"
 type = "${4:-hvm}"
 kernel = "/root/guest/vmlinuz"
 ramdisk = "/root/guest/guest-initrd.gz"
-extra = "console=ttyS0 loglevel=6 $2"
+extra = "console=ttyS0 loglevel=6 $2${GUEST_PT:+ $GUEST_PT}"
 memory = 256
 vcpus = 1
 vnc = 0
@@ -83,7 +89,7 @@ guest_checks() { # scenario name
     local ser; ser=$(serial_log $2)
     sed 's/^/E2E-SERIAL /' "$ser" 2>/dev/null | grep -a 'GUEST-' | grep -av 'GUEST-CONFIG' | tail -60
     grep -a 'GUEST-CONFIG' "$ser" | sed "s/^/E2E-CONFIG $1 /"
-    for c in nvme-found nvme-read nvme-write-read nvme-interrupts; do
+    for c in $KIND-found $KIND-read $KIND-write-read $KIND-interrupts; do
         local l; l=$(grep -a "GUEST-RESULT $c " "$ser" 2>/dev/null | tail -1)
         if [ -z "$l" ]; then res "$1" "$c" FAIL "no result line from the guest"; else
             set -- "$1" "$2" $l; res "$1" "$c" "$5" "${*:6}"; fi
@@ -92,11 +98,12 @@ guest_checks() { # scenario name
     # lspci's "MSI-X: Enable+", from the guest's own capability walk after its driver ran:
     # MSI-X on everywhere but the pci=nomsi scenario, where neither MSI nor MSI-X may be.
     local m; m=$(grep -a 'GUEST-MSI ' "$ser" | tail -1 | tr -d '\r' | sed 's/.*GUEST-MSI //')
-    local want="msix=on msi=off"; [ "$1" = xenpt-intx ] && want="msix=off msi=off"
+    # (AHCI has MSI and no MSI-X.)
+    local want="msix=on msi=off"; [ "$1" = xenpt-intx ] && want="msix=off msi=off"; [ $KIND = ahci ] && want="msix=off msi=on"
     if [ "$m" = "$want" ]; then res "$1" msi-enable PASS "$m"; else res "$1" msi-enable FAIL "guest sees '${m:-nothing}', expected '$want'"; fi
     local lat; lat=$(grep -a 'GUEST-CFGLAT' "$ser" | tail -1 | sed -n 's/.*reads=\([0-9]*\) seconds=\([0-9.]*\).*/\1 \2/p')
     [ -n "$lat" ] && set -- "$1" $lat && res "$1" cfg-read-us INFO "$(awk "BEGIN {printf \"%.1f\", $3 * 1e6 / $2}") us per guest config read ($2 reads in $3 s)"
-    [ -f /tmp/$1.probe ] && res "$1" unpause-to-probe INFO "$(cat /tmp/$1.probe) ms from unpause to the guest's nvme0n1"
+    [ -f /tmp/$1.probe ] && res "$1" unpause-to-probe INFO "$(cat /tmp/$1.probe) ms from unpause to the guest's $DISK"
 }
 
 # Time from unpause to the guest's GUEST-PROBED line (its nvme driver probed the device

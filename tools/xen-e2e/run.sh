@@ -37,6 +37,7 @@ if [ "${1:-}" = --prepare ]; then prepare_only=1; shift; fi
 # 13's Xen 4.20 and Linux 6.12, dom0 booted as PVH (dom0=pvh), to run xenpt there; default
 # scenario pvh-dom0 (the HVM guest of xenpt-hvm).
 xen_extra=
+sata=
 dom0_extra=
 root_dev=vda
 root_disk="-device virtio-blk-pci,drive=root"
@@ -55,7 +56,12 @@ if [ "${1:-}" = --pvh-dom0 ]; then
     # xenpt starts there (Xen 4.20, domctl interface 0x17) and refuses the unbound device.
     # The emulated VT-d needs aw-bits=48: at its default 39 bits Xen fails to set up most
     # of dom0's functions ("setup 0000:00:0N.0 for d0 failed (-12)").
-    dom0_extra="8250.nr_uarts=0"
+    # The NVMe cannot be made assignable there (above), so the device passed through is
+    # q35's own AHCI controller at 00:1f.2 (XENPT_E2E_PT_CLASS=0x010802 for the NVMe): it
+    # has MSI but no MSI-X, and no reset that would zero its BARs. Its first port gets a
+    # disk with the same marker as the NVMe's, and the guest uses it with its ahci driver.
+    dom0_extra="8250.nr_uarts=0 xenpt.pt_class=${XENPT_E2E_PT_CLASS:-0x010601}"
+    sata=1
     # iommu_platform=on: without it QEMU's virtio devices bypass the emulated IOMMU and
     # take the addresses they are given as host-physical, while a PVH dom0 (whose RAM is
     # not 1:1, unlike a PV dom0's with its swiotlb) gives them its own guest-physical ones:
@@ -107,6 +113,11 @@ if [ $report_only = 0 ]; then
     mke2fs -q -t ext4 -L root -d "$out/rootfs" "$img" 3G
     truncate -s 256M "$logs/nvme.img"
     printf "NVME-DISK-MARKER-1234567890\n" | dd of="$logs/nvme.img" conv=notrunc status=none
+    sata_disk=
+    if [ -n "$sata" ]; then
+        cp "$logs/nvme.img" "$logs/sata.img"
+        sata_disk="-drive file=$logs/sata.img,if=none,id=sata,format=raw -device ide-hd,drive=sata,bus=ide.0"
+    fi
 
     sc_arg=$(IFS=:; echo "${scenarios[*]}")
     echo "xen-e2e: booting Xen under QEMU/TCG for: ${scenarios[*]} (about 2-4 minutes)"
@@ -124,7 +135,7 @@ if [ $report_only = 0 ]; then
         -append "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M ${XENPT_E2E_DOM0_VCPUS-dom0_max_vcpus=1} loglvl=all guest_loglvl=all $xen_extra" \
         -initrd "$out/vmlinuz root=/dev/$root_dev rw console=hvc0 earlyprintk=xen init=/sbin/xenpt-e2e-init xenpt.scenarios=$sc_arg $dom0_extra,$out/initrd.img" \
         -drive "file=$img,if=none,id=root,format=raw" $root_disk \
-        -drive "file=$logs/nvme.img,if=none,id=nvm,format=raw" -device nvme,serial=deadbeef01,drive=nvm \
+        -drive "file=$logs/nvme.img,if=none,id=nvm,format=raw" -device nvme,serial=deadbeef01,drive=nvm $sata_disk \
         -net none -snapshot
     qrc=$?
     set -e
