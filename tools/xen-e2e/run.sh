@@ -33,9 +33,9 @@ if [ "${1:-}" = --report ]; then report_only=1; shift; fi
 # does this first so that the boots' time bounds do not include it.
 prepare_only=0
 if [ "${1:-}" = --prepare ]; then prepare_only=1; shift; fi
-# --pvh-dom0 (issue 9, 5a, stretch; xenpt starts but cannot be given the device, see below): Debian
-# 13's Xen 4.20 and Linux 6.12, dom0 booted as PVH (dom0=pvh), to run xenpt there; default
-# scenario pvh-dom0 (the HVM guest of xenpt-hvm).
+# --pvh-dom0 (issue 9, 5a, stretch: passthrough from a PVH dom0, see below): Debian
+# 13's Xen 4.20 and Linux 6.12, dom0 booted as PVH (dom0=pvh), running xenpt; default
+# scenario pvh-dom0 (the HVM guest of xenpt-hvm, on an AHCI controller).
 xen_extra=
 sata=
 dom0_extra=
@@ -45,21 +45,17 @@ if [ "${1:-}" = --pvh-dom0 ]; then
     shift
     export XENPT_E2E_SUITE=trixie XENPT_E2E_XEN=4.20
     xen_extra="dom0=pvh"
-    # Where it stops: Xen 4.20 builds the PVH dom0, Linux 6.12 boots as one, mounts its
-    # root disk (virtio with iommu_platform=on, below), starts xenstored and runs the
-    # harness; the HVM guest boots under it with its QEMU. But `xl pci-assignable-add`
-    # fails: pciback's probe of the NVMe returns -EEXIST, and Xen logs "existing mapping
-    # (mfn: ... type: 0) at 0x2 clobbers MSIX MMIO area": after the reset pciback does
-    # while seizing the device its BARs read 0, and Xen 4.20's vPCI punches the MSI-X
-    # table's hole at guest frame 0x2 (BAR 0 + the table's offset), which is dom0's RAM.
-    # A fix for this case was posted to xen-devel in 2026 (holes only for mapped BARs).
-    # xenpt starts there (Xen 4.20, domctl interface 0x17) and refuses the unbound device.
-    # The emulated VT-d needs aw-bits=48: at its default 39 bits Xen fails to set up most
-    # of dom0's functions ("setup 0000:00:0N.0 for d0 failed (-12)").
-    # The NVMe cannot be made assignable there (above), so the device passed through is
-    # q35's own AHCI controller at 00:1f.2 (XENPT_E2E_PT_CLASS=0x010802 for the NVMe): it
-    # has MSI but no MSI-X, and no reset that would zero its BARs. Its first port gets a
-    # disk with the same marker as the NVMe's, and the guest uses it with its ahci driver.
+    # With the two settings below (VT-d aw-bits=48: at its default 39 bits Xen fails to
+    # set up most of dom0's functions, "setup 0000:00:0N.0 for d0 failed (-12)"; virtio
+    # with iommu_platform=on), Xen 4.20 boots a PVH dom0 that runs the harness and xenpt.
+    # The NVMe cannot be passed through from it: pciback's probe returns -EEXIST and Xen
+    # logs "existing mapping (mfn: ... type: 0) at 0x2 clobbers MSIX MMIO area" (after
+    # pciback's reset the BARs read 0, and Xen 4.20's vPCI carves the MSI-X table's hole
+    # at guest frame 0x2, dom0's RAM; a fix, holes only for mapped BARs, was posted to
+    # xen-devel in 2026). So the device passed through here is q35's own AHCI controller
+    # at 00:1f.2 (XENPT_E2E_PT_CLASS=0x010802 for the NVMe): it has MSI but no MSI-X, and
+    # no reset that would zero its BARs. Its first port gets a disk with the same marker as
+    # the NVMe's, and the guest uses it with its ahci driver.
     dom0_extra="8250.nr_uarts=0 xenpt.pt_class=${XENPT_E2E_PT_CLASS:-0x010601}"
     sata=1
     # iommu_platform=on: without it QEMU's virtio devices bypass the emulated IOMMU and
