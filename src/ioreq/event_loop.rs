@@ -5,7 +5,7 @@
 //! left after its per-turn budget makes the next poll non-blocking until it is served.)
 
 use std::io::Read;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,7 +96,6 @@ impl EventLoop {
         poll.registry().register(&mut SourceFd(&fd), EVTCHN, Interest::READABLE)?;
         // mio registers edge-triggered; level-triggered spares a read per wake-up
         // (Readiness::Level). Undone with the registration on drop.
-        use std::os::fd::AsRawFd;
         epoll_level_triggered(poll.as_raw_fd(), fd, EVTCHN.0 as u64)?;
         let waker = Arc::new(Waker::new(poll.registry(), STOP)?);
         Ok(EventLoop {

@@ -261,11 +261,6 @@ pub mod gflags {
     pub const UNMASKED: u32 = 0x010000;
 }
 
-/// Every hypervisor operation xenpt performs. One implementation talks to real Xen, one
-/// simulates it; device logic never sees which.
-///
-/// `domid` is always the *target* (guest) domain. Methods map 1:1 onto Xen calls so that
-/// the operation record of the simulator reads like a trace of real hypercalls.
 /// How the caller watches the evtchn fd, which decides when a read of it may stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Readiness {
@@ -274,7 +269,7 @@ pub enum Readiness {
     /// its consumer update lands in a queue that is not empty, with no wake-up. Only EAGAIN
     /// proves the queue empty, so the fd is read until then.
     Edge,
-    /// Level-triggered (the event loop's, see [`epoll_level_triggered`]): epoll polls the
+    /// Level-triggered (the event loop's, see `epoll_level_triggered`): epoll polls the
     /// fd again at the next wait and reports such a port, so a short read is enough. That
     /// spares the read that would only have returned EAGAIN.
     Level,
@@ -294,6 +289,11 @@ pub(crate) fn epoll_level_triggered(epoll_fd: RawFd, fd: RawFd, token: u64) -> s
     Ok(())
 }
 
+/// Every hypervisor operation xenpt performs. One implementation talks to real Xen, one
+/// simulates it; device logic never sees which.
+///
+/// `domid` is always the *target* (guest) domain. Methods map 1:1 onto Xen calls so that
+/// the operation record of the simulator reads like a trace of real hypercalls.
 pub trait Xen: Send {
     /// XENVER_version.
     fn version(&mut self) -> XenResult<XenVersion>;

@@ -26,15 +26,15 @@ PT_CLASS=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^xenpt.pt_class=//p'); PT_CLA
 # What the guest checks are named after, and the guest command line that tells it.
 KIND=nvme; DISK=nvme0n1; GUEST_PT=
 [ "$PT_CLASS" = 0x010601 ] && { KIND=ahci; DISK=sda; GUEST_PT="xenpt.pt_class=$PT_CLASS"; }
-NVME=$(for d in /sys/bus/pci/devices/*; do [ "$(cat $d/class)" = $PT_CLASS ] && basename $d; done | head -1)
-$XL pci-assignable-add "$NVME" >/dev/null 2>&1
-drv=$(basename "$(readlink /sys/bus/pci/devices/$NVME/driver)")
-[ "$drv" = pciback ] && res setup assignable PASS "$NVME bound to pciback" || res setup assignable FAIL "$NVME bound to $drv"
+PT_DEV=$(for d in /sys/bus/pci/devices/*; do [ "$(cat $d/class)" = $PT_CLASS ] && basename $d; done | head -1)
+$XL pci-assignable-add "$PT_DEV" >/dev/null 2>&1
+drv=$(basename "$(readlink /sys/bus/pci/devices/$PT_DEV/driver)")
+[ "$drv" = pciback ] && res setup assignable PASS "$PT_DEV bound to pciback" || res setup assignable FAIL "$PT_DEV bound to $drv"
 # VFIO in this dom0 (issue 8): Xen owns the IOMMU, so dom0 has no IOMMU groups, and
 # Debian's kernel has no no-IOMMU mode to fall back on.
 noiommu=$(grep -h '^CONFIG_VFIO_NOIOMMU\|CONFIG_VFIO_NOIOMMU is not set' /boot/config-* 2>/dev/null | head -1)
-[ -e /sys/bus/pci/devices/$NVME/iommu_group ] && grp=yes || grp=no
-res setup vfio-in-dom0 INFO "iommu_group for $NVME: $grp; kernel: ${noiommu:-no config found}"
+[ -e /sys/bus/pci/devices/$PT_DEV/iommu_group ] && grp=yes || grp=no
+res setup vfio-in-dom0 INFO "iommu_group for $PT_DEV: $grp; kernel: ${noiommu:-no config found}"
 # What a syscall costs in this dom0 (every guest access xenpt serves makes four or five),
 # and whether clock_gettime can stay in the vDSO (it cannot on the "xen" clocksource
 # without a stable TSC: then every clock read is a syscall, through Xen for a PV dom0).
@@ -137,7 +137,7 @@ start_xenpt() { # scenario domid
     rm -f /tmp/ready
     # xenpt-strace: the same xenpt under strace -c, for its syscall counts per guest access.
     local wrap=; [ "$1" = xenpt-strace ] && wrap="env LD_LIBRARY_PATH=/usr/local/lib/diag /usr/local/lib/diag/strace -f -c -o /tmp/$1.strace"
-    $wrap /usr/local/bin/xenpt --log-level info run --domid $2 --sbdf $NVME --assign --ready-fd 3 3>/tmp/ready 2>/tmp/$1-xenpt.log &
+    $wrap /usr/local/bin/xenpt --log-level info run --domid $2 --sbdf $PT_DEV --assign --ready-fd 3 3>/tmp/ready 2>/tmp/$1-xenpt.log &
     XPID=$!
     for i in $(seq 1 100); do [ -s /tmp/ready ] && break; kill -0 $XPID 2>/dev/null || break; sleep 0.2; done
     if [ -s /tmp/ready ]; then res $1 xenpt-ready PASS "$(cat /tmp/ready)"; else res $1 xenpt-ready FAIL "$(tail -3 /tmp/$1-xenpt.log | tr '\n' ' ')"; fi
@@ -224,7 +224,7 @@ run_xenpt_death() { # scenario: the guest powers off and is destroyed; xenpt mus
 
 run_qemu() { # scenario: the incumbent, QEMU's xen_pt, on the same device
     local sc=$1 name=$1
-    guest_cfg "$name" "nopv" "$NVME"
+    guest_cfg "$name" "nopv" "$PT_DEV"
     $XL create -p /etc/xen/$name.cfg >/tmp/$name-create.log 2>&1 || { res $sc create FAIL "$(tail -2 /tmp/$name-create.log | tr '\n' ' ')"; return; }
     local domid; domid=$($XL domid $name)
     probe_timer $sc $name
@@ -268,7 +268,8 @@ run_scenario() { # scenario
 # dom0's own processes crashing (segfaults, general protection faults in xl, bash, ld.so)
 # are the same fragility on dom0's side: runs 20 and 21 each lost a scenario to one (the
 # harness's wait loop or xl died and the scenario was misread).
-dom0_faults() { dmesg 2>/dev/null | grep -acE 'segfault at|general protection fault'; }
+DOM0_FAULT='segfault at|general protection fault'
+dom0_faults() { dmesg 2>/dev/null | grep -acE "$DOM0_FAULT"; }
 
 # Before a retry: whatever the failed attempt left (a crashed wait can leave the guest
 # running, run 27), so that the retry starts as the first attempt did: no domain of that
@@ -293,7 +294,7 @@ for sc in $scenarios; do
         if [ $attempt = 1 ] && grep -q ' FAIL ' $RESFILE && { [ -f /tmp/$sc.triple ] || [ $faults -gt 0 ]; }; then
             sed "s/^/E2E-LOG $sc attempt 1 (discarded): /" $RESFILE
             if [ -f /tmp/$sc.triple ]; then why="the guest triple-faulted on attempt 1 (TCG fragility; Xen: $(cat /tmp/$sc.triple))"
-            else why="$faults dom0 process(es) crashed during attempt 1 (TCG fragility; dom0: $(dmesg | grep -aE 'segfault at|general protection fault' | tail -1 | cut -c1-120))"; fi
+            else why="$faults dom0 process(es) crashed during attempt 1 (TCG fragility; dom0: $(dmesg | grep -aE "$DOM0_FAULT" | tail -1 | cut -c1-120))"; fi
             echo "E2E $sc retried INFO $why" > /tmp/$sc.retried
             clean_up_attempt $sc
             continue

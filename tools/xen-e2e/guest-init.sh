@@ -11,22 +11,22 @@ mkdir -p /tmp
 echo "GUEST-BOOT kernel $(uname -r) cmdline: $(cat /proc/cmdline)"
 want=0x010802 kind=nvme disk=nvme0n1 order=/mod/order
 if grep -q 'xenpt.pt_class=0x010601' /proc/cmdline; then want=0x010601 kind=ahci disk=sda order=/mod/order-ahci; fi
-# One pass over the functions both lists them and finds the NVMe. (Run 17 listed the NVMe
+# One pass over the functions both lists them and finds the device. (Run 17 listed the NVMe
 # here and then a separate `grep -l` over the same class files found nothing; unexplained,
 # so the two are one loop now, and a miss says what the loop saw.)
-nvme=
+dev=
 for d in /sys/bus/pci/devices/*; do
     c=$(cat $d/class)
     echo "GUEST-PCI $(basename $d) $(cat $d/vendor):$(cat $d/device) class $c"
-    [ -z "$nvme" ] && [ "$c" = $want ] && nvme=$d/class
+    [ -z "$dev" ] && [ "$c" = $want ] && dev=$d/class
 done
-if [ -z "$nvme" ]; then
+if [ -z "$dev" ]; then
     echo "GUEST-RESULT $kind-found FAIL no class ${want#0x} function among: $(ls /sys/bus/pci/devices | tr '\n' ' ')"
 else
-    echo "GUEST-RESULT $kind-found PASS $(basename $(dirname $nvme))"
+    echo "GUEST-RESULT $kind-found PASS $(basename $(dirname $dev))"
     # The device's config space as the guest sees it (root reads all 256 bytes; the
     # extended space is not reachable through CF8/CFC), for the xenpt/QEMU comparison.
-    cfg=$(dirname $nvme)/config
+    cfg=$(dirname $dev)/config
     hexdump -v -e '"GUEST-CONFIG " 16/1 "%02x " "\n"' "$cfg" | head -16
     # Config-space read latency: one process reads the 256-byte config space 64 times,
     # each read 64 aligned dword accesses through CF8/CFC, so 4,096 config reads that

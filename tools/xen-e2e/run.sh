@@ -39,7 +39,6 @@ if [ "${1:-}" = --prepare ]; then prepare_only=1; shift; fi
 xen_extra=
 sata=
 dom0_extra=
-root_dev=vda
 root_disk="-device virtio-blk-pci,drive=root"
 if [ "${1:-}" = --pvh-dom0 ]; then
     shift
@@ -129,7 +128,7 @@ if [ $report_only = 0 ]; then
         -serial "file:$serial" -device intel-iommu,intremap=on${XENPT_E2E_IOMMU_OPTS:+,$XENPT_E2E_IOMMU_OPTS} \
         -kernel "$out/xen" \
         -append "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M ${XENPT_E2E_DOM0_VCPUS-dom0_max_vcpus=1} loglvl=all guest_loglvl=all $xen_extra" \
-        -initrd "$out/vmlinuz root=/dev/$root_dev rw console=hvc0 earlyprintk=xen init=/sbin/xenpt-e2e-init xenpt.scenarios=$sc_arg $dom0_extra,$out/initrd.img" \
+        -initrd "$out/vmlinuz root=/dev/vda rw console=hvc0 earlyprintk=xen init=/sbin/xenpt-e2e-init xenpt.scenarios=$sc_arg $dom0_extra,$out/initrd.img" \
         -drive "file=$img,if=none,id=root,format=raw" $root_disk \
         -drive "file=$logs/nvme.img,if=none,id=nvm,format=raw" -device nvme,serial=deadbeef01,drive=nvm $sata_disk \
         -net none -snapshot

@@ -10,10 +10,9 @@ use super::{op, recv, recv_fd, send, Msg, PROTOCOL};
 use crate::host::{BarKind, HostBar, HostDevice, HostError, HostIds, HostResources};
 use crate::pci::Sbdf;
 use crate::xen::page::FdPage;
-use crate::xen::Readiness;
 use crate::xen::{
     BufIoreq, DomId, DomainInfo, Errno, EvtchnPort, GuestKind, IoRange, IoRangeKind, IoreqPages, IoservId, PirqMap,
-    PirqMapped, PtIrq, SharedPage, Xen, XenError, XenResult, XenVersion,
+    PirqMapped, PtIrq, Readiness, SharedPage, Xen, XenError, XenResult, XenVersion,
 };
 
 /// The connection to the simulator, shared by the Xen and host-device handles. After any
